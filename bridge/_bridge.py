@@ -1,0 +1,413 @@
+"""The ``Bridge`` class: a blocking facade over one event loop thread and one thread pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Literal, ParamSpec, TypeVar, overload
+
+from ._calls import Call, wait_until
+from ._errors import ReentrancyError
+from ._iterators import AsyncIteratorBridge, IMapIterator
+from ._runner import LoopRunner
+from ._tasks import as_coroutine, call_in_pool, run_bounded, run_sync
+from ._validate import (
+    check_awaitable,
+    check_concurrency,
+    check_timeout,
+    describe,
+    is_async_callable,
+)
+from ._waiters import Notifier, new_one_shot
+
+__all__ = [
+    "DEFAULT_CANCEL_TIMEOUT",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_THREADS",
+    "Bridge",
+]
+
+T = TypeVar("T")
+A = TypeVar("A")
+P = ParamSpec("P")
+
+logger = logging.getLogger(__name__)
+
+#: Tasks a call runs at once when it names no ``concurrency``. The semaphore is not
+#: optional: 5,000 unbounded requests meet a wall of 429s, 16 keep a typical key busy.
+DEFAULT_CONCURRENCY = 16
+#: Threads for plain callables (``map`` of a sync function, ``to_thread``).
+DEFAULT_THREADS = 32
+#: Seconds a cancelled call may take to clean up before the caller sees its error.
+DEFAULT_CANCEL_TIMEOUT = 5.0
+
+
+class Bridge:
+    """One event loop in a daemon thread and one bounded thread pool, behind blocking calls.
+
+    Both start on first use. Use it as a context manager or call :meth:`close`; the
+    process-wide default bridge (see :func:`bridge.get_default`) closes itself at exit.
+
+    Args:
+        concurrency: tasks a call runs at once when it names none (default 16).
+        threads: size of the pool that runs plain callables (default 32).
+        cancel_timeout: seconds a timed-out or interrupted call may spend cleaning up.
+        name: prefix of the loop and pool thread names.
+    """
+
+    def __init__(
+        self,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        threads: int = DEFAULT_THREADS,
+        cancel_timeout: float = DEFAULT_CANCEL_TIMEOUT,
+        name: str = "bridge",
+    ) -> None:
+        self._concurrency = check_concurrency(concurrency, DEFAULT_CONCURRENCY)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a whole number of at least 1, got {threads!r}")
+        self._cancel_timeout = check_timeout(cancel_timeout) or DEFAULT_CANCEL_TIMEOUT
+        self._runner = LoopRunner(threads=threads, name=name)
+        self._threads = threads
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "running" if self._runner.started else "idle"
+        return f"<Bridge concurrency={self._concurrency} threads={self._threads} {state}>"
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    @property
+    def closed(self) -> bool:
+        return self._runner.closing
+
+    # -- the one submit path --------------------------------------------------------
+
+    def _prepare(
+        self,
+        coro: Coroutine[Any, Any, T],
+        ctx: contextvars.Context,
+        done: Notifier,
+        finished: deque[Call[T]] | None = None,
+        *,
+        where: str,
+    ) -> Call[T]:
+        """Make the call that will run ``coro`` on the loop; ``Call.submit()`` starts it."""
+        if self._runner.in_loop_thread():
+            coro.close()
+            raise ReentrancyError(
+                f"bridge.{where}() was called from inside the bridge's own event loop, where "
+                "blocking would deadlock it; in a coroutine, `await` the awaitable directly"
+            )
+        try:
+            loop = self._runner.loop()
+        except BaseException:
+            coro.close()
+            raise
+        return Call(loop, coro, ctx, done, finished)
+
+    def _wait(self, call: Call[T], timeout: float | None, *, where: str) -> T:
+        """Submit ``call`` and block until it finishes.
+
+        On timeout or interrupt (Ctrl-C) the call is cancelled and given ``cancel_timeout``
+        seconds to clean up before the error reaches the caller. Submitting inside the
+        ``try`` means a Ctrl-C that lands just after the task started still cancels it.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            call.submit()
+            finished = wait_until(call.wait, deadline, self._runner.loop_alive)
+        except BaseException:
+            self._settle(call)
+            raise
+        if not finished:
+            self._settle(call)
+            raise TimeoutError(
+                f"bridge.{where}() did not finish within {timeout} s; its tasks were "
+                "cancelled (raise the timeout, or lower the work per call)"
+            )
+        return call.outcome(closing=self._runner.closing)
+
+    def _settle(self, call: Call[Any]) -> None:
+        if not call.submitted:
+            return
+        call.cancel()
+        if not call.wait(self._cancel_timeout):
+            logger.warning(
+                "a cancelled call did not finish its clean-up within %s s", self._cancel_timeout
+            )
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None, *, where: str) -> T:
+        call = self._prepare(coro, contextvars.copy_context(), new_one_shot(), where=where)
+        return self._wait(call, timeout, where=where)
+
+    # -- the blocking API -----------------------------------------------------------
+
+    def run(self, awaitable: Awaitable[T], *, timeout: float | None = None) -> T:
+        """Run one awaitable on the bridge's loop and return its result.
+
+        Raises:
+            TypeError: ``awaitable`` is not awaitable (say, an ``async def`` function
+                passed without calling it).
+            TimeoutError: it did not finish within ``timeout`` seconds; it was cancelled.
+            ReentrancyError: called from inside the bridge's own loop.
+        """
+        coro: Coroutine[Any, Any, T] = as_coroutine(check_awaitable(awaitable, "run"))
+        try:
+            seconds = check_timeout(timeout)
+        except BaseException:
+            coro.close()
+            raise
+        return self._call(coro, seconds, where="run")
+
+    @overload
+    def gather(
+        self,
+        *awaitables: Awaitable[T],
+        concurrency: int | None = ...,
+        timeout: float | None = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[T]: ...
+
+    @overload
+    def gather(
+        self,
+        *awaitables: Awaitable[T],
+        concurrency: int | None = ...,
+        timeout: float | None = ...,
+        return_exceptions: bool,
+    ) -> list[T | BaseException]: ...
+
+    def gather(
+        self,
+        *awaitables: Awaitable[T],
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[T] | list[T | BaseException]:
+        """Await many awaitables, at most ``concurrency`` at once; results in input order."""
+        try:
+            aws = [check_awaitable(aw, "gather") for aw in awaitables]
+            limit = check_concurrency(concurrency, self._concurrency)
+            seconds = check_timeout(timeout)
+        except BaseException:
+            _discard(awaitables)
+            raise
+        if not aws:
+            return []
+        work = run_bounded(
+            len(aws),
+            aws.__getitem__,
+            limit=limit,
+            return_exceptions=return_exceptions,
+            unstarted=lambda index: _cancel_unstarted(aws[index]),
+        )
+        return self._call(work, seconds, where="gather")
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[A], Awaitable[T]],
+        iterable: Iterable[A],
+        *,
+        concurrency: int | None = ...,
+        timeout: float | None = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[T]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[A], T],
+        iterable: Iterable[A],
+        *,
+        concurrency: int | None = ...,
+        timeout: float | None = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[T]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[A], Awaitable[T]] | Callable[[A], T],
+        iterable: Iterable[A],
+        *,
+        concurrency: int | None = ...,
+        timeout: float | None = ...,
+        return_exceptions: bool,
+    ) -> list[T | BaseException]: ...
+
+    def map(
+        self,
+        fn: Callable[[A], Any],
+        iterable: Iterable[A],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Call ``fn`` on every item, at most ``concurrency`` at once; results in input order.
+
+        An ``async def`` fn runs on the loop; a plain fn runs in the bridge's thread pool.
+        """
+        invoke = self._invoker(fn, "map")
+        limit = check_concurrency(concurrency, self._concurrency)
+        seconds = check_timeout(timeout)
+        items = list(iterable)
+        if not items:
+            return []
+        work = run_bounded(
+            len(items),
+            lambda index: invoke(items[index]),
+            limit=limit,
+            return_exceptions=return_exceptions,
+        )
+        return self._call(work, seconds, where="map")
+
+    def imap(
+        self,
+        fn: Callable[[A], Awaitable[T]] | Callable[[A], T],
+        iterable: Iterable[A],
+        *,
+        concurrency: int | None = None,
+        ordered: bool = True,
+        timeout: float | None = None,
+    ) -> Iterator[T]:
+        """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily.
+
+        At most ``concurrency`` calls run at once, and at most as many finished results wait
+        for their turn, so an endless generator runs in bounded memory. ``timeout`` bounds
+        the wait for each next result. ``close()`` (or dropping the iterator) cancels the
+        calls in flight. The first failure cancels the rest and is raised.
+        """
+        invoke = self._invoker(fn, "imap")
+        return IMapIterator(
+            self,
+            invoke,
+            iter(iterable),
+            limit=check_concurrency(concurrency, self._concurrency),
+            ordered=ordered,
+            timeout=check_timeout(timeout),
+        )
+
+    def iterate(
+        self, async_iterable: AsyncIterable[T], *, timeout: float | None = None
+    ) -> Iterator[T]:
+        """A plain iterator over an async iterable, each item fetched on the bridge's loop.
+
+        Leaving early (``break``, an exception, ``close()``, garbage collection) runs the
+        async generator's ``aclose()`` on the loop. ``timeout`` bounds the wait for each item.
+        """
+        if not hasattr(async_iterable, "__aiter__"):
+            raise TypeError(_not_async_iterable(async_iterable))
+        return AsyncIteratorBridge(self, async_iterable.__aiter__(), check_timeout(timeout))
+
+    def syncify(
+        self, fn: Callable[P, Awaitable[T]], *, timeout: float | None = None
+    ) -> Callable[P, T]:
+        """Return a blocking function with ``fn``'s signature that runs it on this bridge."""
+        return make_sync(fn, lambda: self, timeout)
+
+    async def to_thread(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """From async code, run the blocking ``fn(*args, **kwargs)`` in the bridge's pool.
+
+        The pool's size bounds how many run at once, and the caller's contextvars are copied.
+        """
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, fn, *args, **kwargs)
+        return await call_in_pool(self._runner.executor(), call, self._cancel_timeout)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> None:
+        """Cancel what is left, close async generators and the pool, and stop the loop.
+
+        Waits at most ``timeout`` seconds (default: ``cancel_timeout``) for tasks to finish
+        cancelling. Closing twice is harmless; using a closed bridge raises BridgeClosedError.
+        """
+        self._runner.close(check_timeout(timeout) or self._cancel_timeout)
+
+    def __enter__(self) -> Bridge:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _invoker(self, fn: Callable[[A], Any], where: str) -> Callable[[A], Awaitable[Any]]:
+        """How to turn one item into an awaitable for the loop: call fn, or go via the pool."""
+        if not callable(fn):
+            raise TypeError(
+                f"{where}() expects a function as its first argument, got {describe(fn)}"
+            )
+        if is_async_callable(fn):
+            return fn
+        grace = self._cancel_timeout
+        return lambda item: run_sync(self._runner.executor(), fn, item, grace)
+
+
+def _discard(awaitables: Iterable[object]) -> None:
+    """Close coroutines that will never run, so Python does not warn they were never awaited."""
+    for aw in awaitables:
+        if inspect.iscoroutine(aw):
+            aw.close()
+
+
+def _cancel_unstarted(aw: object) -> None:
+    """On the loop: a gather that stopped early closes or cancels what it never awaited."""
+    if isinstance(aw, asyncio.Future):
+        aw.cancel()
+    else:
+        _discard((aw,))
+
+
+def _not_async_iterable(obj: object) -> str:
+    if inspect.isasyncgenfunction(obj):
+        return (
+            f"iterate() got the async generator function {describe(obj)} itself; "
+            "call it first: iterate(gen(...))"
+        )
+    if hasattr(obj, "__iter__"):
+        return (
+            f"iterate() expects an async iterable, got {describe(obj)}; "
+            "iterate it with a plain for loop"
+        )
+    return f"iterate() expects an async iterable (async generator or stream), got {describe(obj)}"
+
+
+def make_sync(
+    fn: Callable[P, Awaitable[T]], resolve: Callable[[], Bridge], timeout: float | None
+) -> Callable[P, T]:
+    """The body of ``syncify``: ``resolve`` picks the bridge at call time."""
+    if not callable(fn):
+        raise TypeError(f"syncify() expects an async def function, got {describe(fn)}")
+    if not is_async_callable(fn):
+        raise TypeError(
+            f"syncify() expects an async def function, but {describe(fn)} is synchronous "
+            "already; call it directly"
+        )
+    seconds = check_timeout(timeout)
+
+    @functools.wraps(fn)
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+        return resolve().run(fn(*args, **kwargs), timeout=seconds)
+
+    return blocking

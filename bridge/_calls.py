@@ -1,0 +1,126 @@
+"""One coroutine handed from a caller thread to the loop thread, and its way back.
+
+``loop.call_soon_threadsafe`` is the only door into a running loop from another thread,
+so a call crosses it once to start its task and once more only if it must be cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Generic, TypeVar
+
+from ._compat import create_task
+from ._errors import BridgeClosedError
+from ._waiters import Notifier
+
+__all__ = ["Call", "cancel_all", "wait_until"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+# How often a caller with nothing to do checks that the loop thread is still alive.
+_LIVENESS_INTERVAL = 1.0
+
+
+class Call(Generic[T]):
+    """A coroutine running as a task on the bridge's loop, awaited from another thread."""
+
+    __slots__ = ("_coro", "_ctx", "_done", "_finished", "_loop", "_task", "submitted")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, T],
+        ctx: contextvars.Context,
+        done: Notifier,
+        finished: deque[Call[T]] | None = None,
+    ) -> None:
+        self._loop = loop
+        self._coro = coro
+        self._ctx = ctx
+        self._done = done
+        self._finished = finished
+        self._task: asyncio.Task[T] | None = None
+        self.submitted = False
+
+    def submit(self) -> Call[T]:
+        # Set first: a Ctrl-C landing right after the hand-over must still find the call.
+        self.submitted = True
+        try:
+            self._loop.call_soon_threadsafe(self._start)
+        except RuntimeError:  # the loop was closed under us
+            self.submitted = False
+            self._coro.close()
+            raise BridgeClosedError("the bridge was closed; create a new bridge.Bridge()") from None
+        return self
+
+    def _start(self) -> None:
+        self._task = create_task(self._loop, self._coro, self._ctx)
+        self._task.add_done_callback(self._on_done)
+
+    def _on_done(self, _: asyncio.Task[T]) -> None:
+        if self._finished is not None:
+            self._finished.append(self)
+        self._done.notify()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._done.wait(timeout)
+
+    def cancel(self) -> None:
+        """Ask the loop to cancel the task; safe from any thread."""
+        cancel_all(self._loop, (self,))
+
+    def outcome(self, *, closing: bool) -> T:
+        """The task's result, or its exception re-raised with the coroutine's frames."""
+        task = self._task
+        if task is None or not task.done():
+            raise RuntimeError("Call.outcome() read before the call finished")  # a bridge bug
+        self._done.close()
+        if task.cancelled():
+            if closing:
+                raise BridgeClosedError("the bridge was closed while this call was running")
+            raise concurrent.futures.CancelledError(
+                "the coroutine was cancelled on the bridge's loop"
+            )
+        return task.result()
+
+    def _cancel_task(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def cancel_all(loop: asyncio.AbstractEventLoop, calls: Iterable[Call[Any]]) -> None:
+    """Cancel many calls with one crossing into the loop."""
+    # A closed loop raises RuntimeError: its tasks were cancelled when it was drained.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_cancel_tasks, tuple(calls))
+
+
+def _cancel_tasks(calls: tuple[Call[Any], ...]) -> None:
+    for call in calls:
+        call._cancel_task()
+
+
+def wait_until(
+    wait: Callable[[float | None], bool], deadline: float | None, loop_alive: Callable[[], bool]
+) -> bool:
+    """Wait for ``wait`` to succeed before ``deadline``; False when the deadline passes.
+
+    Raises BridgeClosedError if the loop thread stops meanwhile, instead of hanging.
+    """
+    while True:
+        remaining = _LIVENESS_INTERVAL if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if wait(min(remaining, _LIVENESS_INTERVAL)):
+            return True
+        if not loop_alive():
+            raise BridgeClosedError("the bridge's event loop stopped; create a new bridge.Bridge()")

@@ -1,0 +1,71 @@
+"""What differs between Python versions and under gevent monkey-patching.
+
+gevent's ``patch_all()`` turns ``threading.Thread`` into a greenlet and ``threading.Lock``
+into a gevent lock. The bridge's loop must run on a real OS thread all the same, with a
+real selector, so under gevent it is started through the unpatched originals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = [
+    "create_task",
+    "gevent_patched",
+    "new_event_loop",
+    "start_os_thread",
+]
+
+T = TypeVar("T")
+
+
+def gevent_patched() -> bool:
+    """True when gevent has monkey-patched ``threading`` in this process."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+def _original(module: str, name: str) -> Any:
+    from gevent import monkey  # noqa: PLC0415 - only reached when gevent is already imported
+
+    return monkey.get_original(module, name)
+
+
+def start_os_thread(target: Callable[..., object], args: tuple[Any, ...], *, name: str) -> None:
+    """Start ``target(*args)`` on a real OS thread, daemonic, even under gevent."""
+    if gevent_patched():
+        _original("_thread", "start_new_thread")(target, args)
+        return
+    threading.Thread(target=target, args=args, name=name, daemon=True).start()
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    if gevent_patched():
+        selector_class = _original("selectors", "DefaultSelector")
+        return asyncio.SelectorEventLoop(selector_class())
+    return asyncio.new_event_loop()
+
+
+if sys.version_info >= (3, 11):
+
+    def create_task(
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, T],
+        context: contextvars.Context,
+    ) -> asyncio.Task[T]:
+        return loop.create_task(coro, context=context)
+
+else:
+
+    def create_task(
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, T],
+        context: contextvars.Context,
+    ) -> asyncio.Task[T]:
+        # Before 3.11 a task copies the context current at its creation.
+        return context.run(loop.create_task, coro)

@@ -1,0 +1,150 @@
+"""The process-wide default bridge and the module-level functions that use it."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._bridge import Bridge, make_sync
+
+__all__ = [
+    "gather",
+    "get_default",
+    "imap",
+    "iterate",
+    "map",
+    "run",
+    "set_default",
+    "syncify",
+    "to_thread",
+]
+
+T = TypeVar("T")
+A = TypeVar("A")
+P = ParamSpec("P")
+
+_default: Bridge | None = None
+_default_lock = threading.Lock()
+
+
+def get_default() -> Bridge:
+    """The process-wide bridge that the module-level functions use, created on first use."""
+    current = _default
+    if current is not None:
+        return current
+    return _create_default()
+
+
+def _create_default() -> Bridge:
+    global _default  # noqa: PLW0603 - the process default is process-wide state by definition
+    with _default_lock:
+        if _default is None:
+            _default = Bridge()
+        return _default
+
+
+def set_default(new: Bridge) -> Bridge | None:
+    """Make ``new`` the process default and return the previous one (which stays open).
+
+    Configure the default once at start-up, for example
+    ``bridge.set_default(bridge.Bridge(concurrency=50, threads=64))``.
+    """
+    global _default
+    if not isinstance(new, Bridge):
+        raise TypeError(f"set_default() expects a bridge.Bridge, got {type(new).__name__}")
+    with _default_lock:
+        previous, _default = _default, new
+    return previous
+
+
+@atexit.register
+def _close_default() -> None:
+    if _default is not None:
+        _default.close()
+
+
+def run(awaitable: Awaitable[T], *, timeout: float | None = None) -> T:
+    """Run one awaitable on the default bridge's loop and return its result."""
+    return get_default().run(awaitable, timeout=timeout)
+
+
+def gather(
+    *awaitables: Awaitable[T],
+    concurrency: int | None = None,
+    timeout: float | None = None,
+    return_exceptions: bool = False,
+) -> list[Any]:
+    """Await many awaitables, at most ``concurrency`` at once; results in input order."""
+    return get_default().gather(
+        *awaitables,
+        concurrency=concurrency,
+        timeout=timeout,
+        return_exceptions=return_exceptions,
+    )
+
+
+def map(
+    fn: Callable[[A], Awaitable[T]] | Callable[[A], T],
+    iterable: Iterable[A],
+    *,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+    return_exceptions: bool = False,
+) -> list[Any]:
+    """Call ``fn`` on every item, at most ``concurrency`` at once; results in input order."""
+    return get_default().map(
+        fn,
+        iterable,
+        concurrency=concurrency,
+        timeout=timeout,
+        return_exceptions=return_exceptions,
+    )
+
+
+def imap(
+    fn: Callable[[A], Awaitable[T]] | Callable[[A], T],
+    iterable: Iterable[A],
+    *,
+    concurrency: int | None = None,
+    ordered: bool = True,
+    timeout: float | None = None,
+) -> Iterator[T]:
+    """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily."""
+    return get_default().imap(
+        fn, iterable, concurrency=concurrency, ordered=ordered, timeout=timeout
+    )
+
+
+def iterate(async_iterable: AsyncIterable[T], *, timeout: float | None = None) -> Iterator[T]:
+    """A plain iterator over an async iterable, driven by the default bridge's loop."""
+    return get_default().iterate(async_iterable, timeout=timeout)
+
+
+@overload
+def syncify(fn: Callable[P, Awaitable[T]], /) -> Callable[P, T]: ...
+
+
+@overload
+def syncify(
+    *, timeout: float | None = None
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, T]]: ...
+
+
+def syncify(
+    fn: Callable[P, Awaitable[T]] | None = None, /, *, timeout: float | None = None
+) -> Callable[P, T] | Callable[[Callable[P, Awaitable[T]]], Callable[P, T]]:
+    """Decorate an ``async def`` function into a blocking one with the same signature.
+
+    Works bare (``@bridge.syncify``) or with options (``@bridge.syncify(timeout=30)``).
+    The call runs on the default bridge in force when it is made.
+    """
+    if fn is None:
+        return lambda f: make_sync(f, get_default, timeout)
+    return make_sync(fn, get_default, timeout)
+
+
+async def to_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """From async code, run a blocking call in the default bridge's bounded thread pool."""
+    return await get_default().to_thread(fn, *args, **kwargs)

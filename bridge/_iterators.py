@@ -1,0 +1,214 @@
+"""Plain iterators fed by the bridge's loop: ``imap`` and ``iterate``."""
+
+# These iterators are the Bridge's own machinery, split out to keep _bridge.py short.
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._calls import Call, cancel_all, wait_until
+from ._tasks import as_coroutine
+from ._waiters import new_notifier, new_one_shot
+
+if TYPE_CHECKING:
+    from ._bridge import Bridge
+
+__all__ = ["AsyncIteratorBridge", "IMapIterator"]
+
+T = TypeVar("T")
+A = TypeVar("A")
+
+_END: Any = object()
+
+
+class IMapIterator(Iterator[T], Generic[A, T]):
+    """Results of ``invoke(item)`` for items pulled lazily from ``items``.
+
+    The caller's thread does the bookkeeping: it pulls input (so a user's generator never
+    runs on the loop), starts calls while fewer than ``limit`` run, and sleeps until the
+    loop reports one finished. Finished results that wait for their turn (``ordered``)
+    are capped at ``limit`` too, so memory stays bounded whatever the input's length.
+    """
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        invoke: Callable[[A], Awaitable[T]],
+        items: Iterator[A],
+        *,
+        limit: int,
+        ordered: bool,
+        timeout: float | None,
+    ) -> None:
+        self._bridge = bridge
+        self._invoke = invoke
+        self._items = enumerate(items)
+        self._limit = limit
+        self._ordered = ordered
+        self._timeout = timeout
+        self._ctx = contextvars.copy_context()
+        self._notifier = new_notifier()
+        self._finished: deque[Call[T]] = deque()
+        self._running: dict[Call[T], int] = {}
+        self._ready: dict[int, Call[T]] = {}
+        self._next_index = 0
+        self._exhausted = False
+        self._closed = False
+
+    def __iter__(self) -> IMapIterator[A, T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._closed:
+            raise StopIteration
+        try:
+            return self._next_result()
+        except BaseException:
+            self.close()
+            raise
+
+    def _next_result(self) -> T:
+        while True:
+            self._collect()
+            call = self._take_ready()
+            # Refill first, so the freed slot works while the consumer handles this result.
+            self._fill()
+            if call is not None:
+                return call.outcome(closing=self._bridge.closed)
+            if not self._running and not self._finished:
+                raise StopIteration
+            self._wait_any()
+
+    def _collect(self) -> None:
+        while self._finished:
+            call = self._finished.popleft()
+            self._ready[self._running.pop(call)] = call
+
+    def _take_ready(self) -> Call[T] | None:
+        if not self._ordered:
+            return self._ready.pop(next(iter(self._ready))) if self._ready else None
+        call = self._ready.pop(self._next_index, None)
+        if call is not None:
+            self._next_index += 1
+        return call
+
+    def _fill(self) -> None:
+        while (
+            not self._exhausted
+            and len(self._running) < self._limit
+            and len(self._running) + len(self._ready) < 2 * self._limit
+        ):
+            try:
+                index, item = next(self._items)
+            except StopIteration:
+                self._exhausted = True
+                return
+            coro = as_coroutine(self._invoke(item))
+            call = self._bridge._prepare(
+                coro, self._ctx.copy(), self._notifier, self._finished, where="imap"
+            )
+            self._running[call] = index  # before submit(), so close() always finds it
+            try:
+                call.submit()
+            except BaseException:
+                if not call.submitted:
+                    del self._running[call]
+                raise
+
+    def _wait_any(self) -> None:
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        self._notifier.clear()
+        # Checked after clear(): a result that lands in between still sets the notifier.
+        if self._finished:
+            return
+        if not wait_until(self._notifier.wait, deadline, self._bridge._runner.loop_alive):
+            raise TimeoutError(
+                f"bridge.imap() waited more than {self._timeout} s for the next result; "
+                "the calls in flight were cancelled"
+            )
+
+    def close(self) -> None:
+        """Cancel the calls in flight and wait (bounded) for them to finish cancelling."""
+        if self._closed:
+            return
+        self._closed = True
+        running = list(self._running)
+        if running:
+            cancel_all(running[0]._loop, running)
+            deadline = time.monotonic() + self._bridge._cancel_timeout
+            while self._running and wait_until(self._notifier.wait, deadline, _always):
+                self._notifier.clear()
+                self._collect()
+        self._notifier.close()
+
+    def __del__(self) -> None:
+        # Never block in a finaliser: ask the loop to cancel, and do not wait.
+        running = list(getattr(self, "_running", ()))
+        if running and not getattr(self, "_closed", True):
+            cancel_all(running[0]._loop, running)
+
+
+class AsyncIteratorBridge(Iterator[T]):
+    """A plain iterator whose every step is one ``__anext__`` awaited on the bridge's loop."""
+
+    def __init__(self, bridge: Bridge, iterator: AsyncIterator[T], timeout: float | None) -> None:
+        self._bridge = bridge
+        self._iterator = iterator
+        self._timeout = timeout
+        # One context for every step, so the generator sees the same contextvars each time.
+        self._ctx = contextvars.copy_context()
+        self._done = False
+
+    def __iter__(self) -> AsyncIteratorBridge[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        try:
+            call = self._bridge._prepare(self._step(), self._ctx, new_one_shot(), where="iterate")
+            item = self._bridge._wait(call, self._timeout, where="iterate")
+        except BaseException:
+            self.close()
+            raise
+        if item is _END:
+            self._done = True
+            raise StopIteration
+        return item
+
+    async def _step(self) -> T:
+        try:
+            return await anext(self._iterator)
+        except StopAsyncIteration:
+            return _END  # type: ignore[no-any-return]  # the sentinel travels as a value
+
+    def close(self) -> None:
+        """Run the async generator's ``aclose()`` on the loop and wait (bounded) for it."""
+        if self._done:
+            return
+        self._done = True
+        aclose = getattr(self._iterator, "aclose", None)
+        if aclose is None or self._bridge.closed:
+            return
+        call = self._bridge._prepare(aclose(), self._ctx, new_one_shot(), where="iterate")
+        self._bridge._wait(call, self._bridge._cancel_timeout, where="iterate")
+
+    def __del__(self) -> None:
+        if getattr(self, "_done", True):
+            return
+        self._done = True
+        aclose = getattr(self._iterator, "aclose", None)
+        runner = self._bridge._runner
+        if aclose is not None and runner.started and not runner.closing:
+            # Never block in a finaliser: schedule aclose() on the loop and move on.
+            with contextlib.suppress(Exception):
+                Call(runner.loop(), aclose(), self._ctx, new_one_shot()).submit()
+
+
+def _always() -> bool:
+    return True

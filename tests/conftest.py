@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import bridge
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture
+def b() -> Iterator[bridge.Bridge]:
+    """A fresh bridge per test, closed afterwards so no loop thread leaks between tests."""
+    with bridge.Bridge(name="test-bridge") as instance:
+        yield instance
+
+
+class _EchoHandler(http.server.BaseHTTPRequestHandler):
+    # HTTP/1.1 keeps connections alive, so a pooled async client reuses them across calls,
+    # which is exactly what breaks when each call gets a new event loop.
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes
+
+    def do_GET(self) -> None:
+        body = json.dumps({"path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib's name
+        pass
+
+
+@pytest.fixture(scope="session")
+def echo_url() -> Iterator[str]:
+    """A real HTTP/1.1 keep-alive server on loopback that echoes the request path."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
