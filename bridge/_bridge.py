@@ -17,7 +17,8 @@ from ._calls import Call, wait_until
 from ._errors import ReentrancyError
 from ._iterators import AsyncIteratorBridge, IMapIterator
 from ._runner import LoopRunner
-from ._tasks import as_coroutine, call_in_pool, run_bounded, run_sync
+from ._tasks import as_coroutine, run_bounded
+from ._threads import call_in_pool, run_sync
 from ._validate import (
     check_awaitable,
     check_concurrency,
@@ -127,6 +128,18 @@ class Bridge:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
+            if not self._run_until(call, deadline):
+                raise TimeoutError(
+                    f"bridge.{where}() did not finish within {timeout} s; its tasks were "
+                    "cancelled (raise the timeout, or lower the work per call)"
+                )
+            return call.outcome(closing=self._runner.closing)
+        finally:
+            call.release()
+
+    def _run_until(self, call: Call[Any], deadline: float | None) -> bool:
+        """Submit and wait; False (after cancelling and settling) if the deadline passed."""
+        try:
             call.submit()
             finished = wait_until(call.wait, deadline, self._runner.loop_alive)
         except BaseException:
@@ -134,11 +147,7 @@ class Bridge:
             raise
         if not finished:
             self._settle(call)
-            raise TimeoutError(
-                f"bridge.{where}() did not finish within {timeout} s; its tasks were "
-                "cancelled (raise the timeout, or lower the work per call)"
-            )
-        return call.outcome(closing=self._runner.closing)
+        return finished
 
     def _settle(self, call: Call[Any]) -> None:
         if not call.submitted:
@@ -327,7 +336,7 @@ class Bridge:
         """
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, fn, *args, **kwargs)
-        return await call_in_pool(self._runner.executor(), call, self._cancel_timeout)
+        return await call_in_pool(self._runner.pool(), call, self._cancel_timeout)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -361,7 +370,7 @@ class Bridge:
         if is_async_callable(fn):
             return fn
         grace = self._cancel_timeout
-        return lambda item: run_sync(self._runner.executor(), fn, item, grace)
+        return lambda item: run_sync(self._runner.pool(), fn, item, grace)
 
 
 def _discard(awaitables: Iterable[object]) -> None:

@@ -74,6 +74,10 @@ class Call(Generic[T]):
     def wait(self, timeout: float | None) -> bool:
         return self._done.wait(timeout)
 
+    def release(self) -> None:
+        """Free the completion notifier; only for a caller that owns it alone."""
+        self._done.close()
+
     def cancel(self) -> None:
         """Ask the loop to cancel the task; safe from any thread."""
         cancel_all(self._loop, (self,))
@@ -83,7 +87,6 @@ class Call(Generic[T]):
         task = self._task
         if task is None or not task.done():
             raise RuntimeError("Call.outcome() read before the call finished")  # a bridge bug
-        self._done.close()
         if task.cancelled():
             if closing:
                 raise BridgeClosedError("the bridge was closed while this call was running")

@@ -18,6 +18,7 @@ __all__ = [
     "create_task",
     "gevent_patched",
     "new_event_loop",
+    "original",
     "start_os_thread",
 ]
 
@@ -30,23 +31,31 @@ def gevent_patched() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("threading"))
 
 
-def _original(module: str, name: str) -> Any:
+def original(module: str, name: str) -> Any:
+    """The unpatched ``module.name`` from before gevent's monkey-patching."""
     from gevent import monkey  # noqa: PLC0415 - only reached when gevent is already imported
 
     return monkey.get_original(module, name)
 
 
-def start_os_thread(target: Callable[..., object], args: tuple[Any, ...], *, name: str) -> None:
-    """Start ``target(*args)`` on a real OS thread, daemonic, even under gevent."""
+def start_os_thread(
+    target: Callable[..., object], args: tuple[Any, ...], *, name: str
+) -> threading.Thread | None:
+    """Start ``target(*args)`` on a real OS thread, daemonic, even under gevent.
+
+    Returns the Thread to join, or None under gevent, where the thread is a raw one.
+    """
     if gevent_patched():
-        _original("_thread", "start_new_thread")(target, args)
-        return
-    threading.Thread(target=target, args=args, name=name, daemon=True).start()
+        original("_thread", "start_new_thread")(target, args)
+        return None
+    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     if gevent_patched():
-        selector_class = _original("selectors", "DefaultSelector")
+        selector_class = original("selectors", "DefaultSelector")
         return asyncio.SelectorEventLoop(selector_class())
     return asyncio.new_event_loop()
 

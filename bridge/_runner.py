@@ -13,10 +13,10 @@ import os
 import threading
 import warnings
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
-from ._compat import start_os_thread
+from ._compat import new_event_loop, start_os_thread
 from ._errors import BridgeClosedError, BridgeWarning, ReentrancyError
+from ._threads import ExecutorPool, OSThreadPool, new_pool
 
 __all__ = ["LoopRunner"]
 
@@ -39,7 +39,8 @@ class LoopRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_id: int | None = None
         self._finished: threading.Event | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._pool: ExecutorPool | OSThreadPool | None = None
         self._pid = os.getpid()
         self.closing = False
         _live_runners.add(self)
@@ -66,17 +67,15 @@ class LoopRunner:
             return loop
         return self._start_loop()
 
-    def executor(self) -> ThreadPoolExecutor:
-        executor = self._executor
-        if executor is not None and self._pid == os.getpid():
-            return executor
+    def pool(self) -> ExecutorPool | OSThreadPool:
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
         with self._lock:
             self._check_usable()
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self._threads, thread_name_prefix=f"{self._name}-worker"
-                )
-            return self._executor
+            if self._pool is None:
+                self._pool = new_pool(self._threads, self._name)
+            return self._pool
 
     def _check_usable(self) -> None:
         if self._pid != os.getpid():
@@ -88,22 +87,24 @@ class LoopRunner:
             )
 
     def _start_loop(self) -> asyncio.AbstractEventLoop:
-        executor = self.executor()
+        pool = self.pool()
         with self._lock:
             self._check_usable()
             if self._loop is None:
-                self._loop = self._spawn(executor)
+                self._loop = self._spawn(pool)
             return self._loop
 
-    def _spawn(self, executor: ThreadPoolExecutor) -> asyncio.AbstractEventLoop:
-        loop = asyncio.new_event_loop()
-        # asyncio.to_thread and run_in_executor(None, ...) inside the loop share our bound.
-        loop.set_default_executor(executor)
+    def _spawn(self, pool: ExecutorPool | OSThreadPool) -> asyncio.AbstractEventLoop:
+        loop = new_event_loop()
+        if isinstance(pool, ExecutorPool):
+            # asyncio.to_thread and run_in_executor(None, ...) on the loop share our bound.
+            loop.set_default_executor(pool.executor)
         started = threading.Event()
         finished = threading.Event()
-        start_os_thread(self._serve, (loop, started, finished), name=f"{self._name}-loop")
+        thread = start_os_thread(self._serve, (loop, started, finished), name=f"{self._name}-loop")
         started.wait()
         self._finished = finished
+        self._thread = thread
         return loop
 
     def _serve(
@@ -116,10 +117,10 @@ class LoopRunner:
             while not self.closing:
                 try:
                     loop.run_forever()
-                except BaseException:
-                    # A task that raises KeyboardInterrupt or SystemExit escapes run_forever;
-                    # the loop must outlive it, or every later call in the process would hang.
-                    logger.exception("a task escaped the bridge's event loop; it keeps running")
+                except (KeyboardInterrupt, SystemExit):
+                    # A task that raises these escapes run_forever; the loop must outlive
+                    # it, or every later call in the process would fail.
+                    logger.exception("a task raised through the bridge's event loop")
         finally:
             finished.set()
 
@@ -127,12 +128,13 @@ class LoopRunner:
 
     def _forget(self) -> None:
         """Drop the parent's loop, thread and pool in a forked child, without touching them."""
-        _abandoned.extend(x for x in (self._loop, self._executor) if x is not None)
+        _abandoned.extend(x for x in (self._loop, self._pool) if x is not None)
         self._lock = threading.Lock()
         self._loop = None
         self._thread_id = None
         self._finished = None
-        self._executor = None
+        self._thread = None
+        self._pool = None
         self._pid = os.getpid()
 
     # -- close ---------------------------------------------------------------------------
@@ -150,11 +152,11 @@ class LoopRunner:
             if self.closing:
                 return
             self.closing = True
-            loop, finished, executor = self._loop, self._finished, self._executor
+            loop, finished, pool = self._loop, self._finished, self._pool
         if loop is not None and finished is not None:
             self._stop_loop(loop, finished, timeout)
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown()
 
     def _stop_loop(
         self, loop: asyncio.AbstractEventLoop, finished: threading.Event, timeout: float
@@ -169,6 +171,8 @@ class LoopRunner:
                 stacklevel=4,
             )
             return
+        if self._thread is not None:
+            self._thread.join(timeout)
         loop.close()
 
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
-import functools
-import inspect
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-__all__ = ["as_coroutine", "call_in_pool", "run_bounded", "run_sync"]
+__all__ = ["as_coroutine", "run_bounded"]
 
 T = TypeVar("T")
 
@@ -81,34 +77,6 @@ def _raise_first_failure(workers: Sequence[asyncio.Future[None]]) -> None:
         if worker.cancelled():
             # An item cancelled itself; its result slot would otherwise read None.
             raise concurrent.futures.CancelledError("an item was cancelled on the bridge's loop")
-
-
-async def call_in_pool(executor: Executor, fn: Callable[[], T], grace: float) -> T:
-    """Run ``fn`` in ``executor``; on cancellation, wait up to ``grace`` s for a started call.
-
-    Python cannot interrupt a thread, so a call that already started runs to its end;
-    waiting for it (bounded) keeps "cancelled" meaning "nothing is still running".
-    """
-    future = executor.submit(fn)
-    try:
-        return await asyncio.wrap_future(future)
-    except asyncio.CancelledError:
-        if not future.cancel():
-            await asyncio.wait([asyncio.wrap_future(future)], timeout=grace)
-        raise
-
-
-async def run_sync(executor: Executor, fn: Callable[..., Any], arg: Any, grace: float) -> Any:
-    """Run a plain callable in the pool, in a copy of the task's context.
-
-    A plain function that returns an awaitable (``lambda d: client.create(...)``) has its
-    awaitable awaited here, on the loop, so such lambdas work as users expect.
-    """
-    ctx = contextvars.copy_context()
-    result = await call_in_pool(executor, functools.partial(ctx.run, fn, arg), grace)
-    if inspect.isawaitable(result):
-        return await result
-    return result
 
 
 def as_coroutine(awaitable: Awaitable[T]) -> Coroutine[Any, Any, T]:

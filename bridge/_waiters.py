@@ -8,6 +8,7 @@ to signal from another OS thread.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any, Protocol
 
@@ -87,7 +88,9 @@ class _GeventNotifier:
         self._watcher.start(self._event.set)
 
     def notify(self) -> None:
-        self._watcher.send()
+        # A caller that gave up (timeout) may have closed the watcher already.
+        with contextlib.suppress(Exception):
+            self._watcher.send()
 
     def wait(self, timeout: float | None) -> bool:
         return bool(self._event.wait(timeout))

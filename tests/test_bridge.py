@@ -33,7 +33,9 @@ class TestOneLoopPerProcess:
     def test_loop_is_lazy_and_shared_by_threads(self, b: Bridge) -> None:
         assert "idle" in repr(b)
         loops = []
-        threads = [threading.Thread(target=lambda: loops.append(b.run(current_loop()))) for _ in range(8)]
+        threads = [
+            threading.Thread(target=lambda: loops.append(b.run(current_loop()))) for _ in range(8)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -504,7 +506,7 @@ class TestSyncifyAndToThread:
 
 class TestBadInput:
     def test_non_awaitable(self, b: Bridge) -> None:
-        with pytest.raises(TypeError, match="expects an awaitable.*int"):
+        with pytest.raises(TypeError, match=r"expects an awaitable.*int"):
             b.run(42)  # type: ignore[arg-type]
 
     def test_uncalled_coroutine_function(self, b: Bridge) -> None:
@@ -582,5 +584,5 @@ class TestDefault:
         finally:
             bridge.set_default(original)
             replacement.close()
-        with pytest.raises(TypeError, match="bridge.Bridge"):
+        with pytest.raises(TypeError, match=r"bridge\.Bridge"):
             bridge.set_default("nope")  # type: ignore[arg-type]

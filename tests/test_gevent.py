@@ -1,0 +1,97 @@
+"""Under gevent monkey-patching the loop stays on a real OS thread and waiting is cooperative.
+
+gevent's patching is process-wide and cannot be undone, so the check runs in a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("gevent", reason="gevent is in the test extra; install .[test]")
+
+SCRIPT = textwrap.dedent(
+    """
+    from gevent import monkey
+    monkey.patch_all()
+
+    import asyncio, json, threading, time
+    import gevent
+    import bridge
+
+    main_native = threading.get_native_id()
+
+    in_flight = peak = 0
+    all_in = asyncio.Event()
+
+    async def slow(x):
+        global in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        if in_flight == 10:
+            all_in.set()
+        try:
+            await asyncio.wait_for(all_in.wait(), 10)
+        except asyncio.TimeoutError:
+            pass
+        in_flight -= 1
+        return x, threading.get_native_id()
+
+    def blocking(x):
+        time.sleep(0.2)  # patched: cooperative inside a greenlet, a real sleep here
+        return x, threading.get_native_id()
+
+    async def tokens():
+        for word in ("a", "b", "c"):
+            await asyncio.sleep(0)
+            yield word
+
+    greenlets = [gevent.spawn(bridge.run, slow(i)) for i in range(10)]
+    gevent.joinall(greenlets, timeout=30, raise_error=True)
+    peak_during_run = peak
+    run_results = [g.value for g in greenlets]
+
+    mapped = bridge.map(blocking, range(4), concurrency=4)
+    streamed = list(bridge.iterate(tokens()))
+    imapped = list(bridge.imap(slow, range(5), concurrency=5))
+
+    async def via_to_thread():
+        return await bridge.to_thread(threading.get_native_id)
+
+    print(json.dumps({
+        "run": [x for x, _ in run_results],
+        "loop_threads": sorted({tid for _, tid in run_results}),
+        "main": main_native,
+        "peak_during_run": peak_during_run,
+        "mapped": [x for x, _ in mapped],
+        "map_threads": len({tid for _, tid in mapped}),
+        "streamed": streamed,
+        "imapped": [x for x, _ in imapped],
+        "to_thread": bridge.run(via_to_thread()) != main_native,
+    }))
+    """
+)
+
+
+def test_loop_runs_on_a_real_os_thread_and_waits_cooperatively() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["run"] == list(range(10))
+    # One loop thread, and it is not the main thread: a real OS thread, not a greenlet.
+    assert len(report["loop_threads"]) == 1
+    assert report["loop_threads"][0] != report["main"]
+    # All ten greenlets were waiting at once: a blocking wait would have run them in turn.
+    assert report["peak_during_run"] == 10
+    assert report["mapped"] == [0, 1, 2, 3]
+    assert report["map_threads"] == 4  # four real threads for four plain calls at once
+    assert report["streamed"] == ["a", "b", "c"]
+    assert report["imapped"] == [0, 1, 2, 3, 4]
+    assert report["to_thread"] is True
+    assert "Traceback" not in result.stderr, result.stderr

@@ -1,0 +1,122 @@
+"""Fork safety and clean shutdown, each shown in a real child process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from bridge import Bridge, BridgeClosedError
+
+
+async def loop_id() -> int:
+    return id(asyncio.get_running_loop())
+
+
+async def double(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+def _in_child(b: Bridge, parent_loop: int, write_fd: int) -> None:
+    """Runs in the forked child; reports through a pipe and never returns."""
+    try:
+        child_loop = b.run(loop_id())
+        verdict = "fresh" if child_loop != parent_loop else "inherited"
+        os.write(write_fd, f"{verdict} {b.run(double(21))} {b.map(double, [1, 2])}".encode())
+    except BaseException as exc:
+        os.write(write_fd, f"error {exc!r}".encode())
+    finally:
+        os._exit(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() exists on POSIX only")
+# Python 3.12+ warns that forking a threaded process may deadlock; the bridge is built
+# for exactly that case (gunicorn --preload, Celery prefork), so the warning is expected.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_forked_child_gets_a_fresh_loop_and_parent_is_unaffected(b: Bridge) -> None:
+    parent_loop = b.run(loop_id())
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _in_child(b, parent_loop, write_fd)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        report = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert report == "fresh 42 [2, 4]"
+    assert b.run(loop_id()) == parent_loop
+    assert b.run(double(5)) == 10
+
+
+SHUTDOWN_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, threading
+    import bridge
+
+    started = threading.Event()
+
+    async def forever():
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0)
+            print("task cleaned up", flush=True)
+
+    async def tokens():
+        try:
+            for i in range(100):
+                yield i
+        finally:
+            print("generator closed", flush=True)
+
+    def caller():
+        try:
+            bridge.run(forever())
+        except bridge.BridgeClosedError as exc:
+            print("caller saw:", exc, flush=True)
+
+    stream = bridge.iterate(tokens())
+    print("first token", next(stream), flush=True)
+    threading.Thread(target=caller, daemon=True).start()
+    started.wait()
+    print("exiting", flush=True)
+    """
+)
+
+
+def test_interpreter_exit_closes_the_default_bridge_cleanly() -> None:
+    result = subprocess.run(
+        [sys.executable, "-W", "always::ResourceWarning", "-c", SHUTDOWN_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "first token 0" in result.stdout
+    assert "task cleaned up" in result.stdout
+    assert "generator closed" in result.stdout
+    assert "caller saw: the bridge was closed while this call was running" in result.stdout
+    for bad in ("Task was destroyed", "Event loop is closed", "unclosed", "Traceback"):
+        assert bad not in result.stderr, result.stderr
+
+
+def test_close_stops_the_loop_thread_and_refuses_new_work() -> None:
+    import threading
+
+    b = Bridge(name="closing-bridge")
+    assert b.run(double(1)) == 2
+    names = {t.name for t in threading.enumerate()}
+    assert "closing-bridge-loop" in names
+    b.close(timeout=5)
+    assert b.closed
+    assert "closing-bridge-loop" not in {t.name for t in threading.enumerate()}
+    with pytest.raises(BridgeClosedError, match="Bridge"):
+        b.map(double, [1])
