@@ -33,7 +33,19 @@ _LIVENESS_INTERVAL = 1.0
 class Call(Generic[T]):
     """A coroutine running as a task on the bridge's loop, awaited from another thread."""
 
-    __slots__ = ("_coro", "_ctx", "_done", "_finished", "_loop", "_task", "submitted")
+    __slots__ = (
+        "_coro",
+        "_ctx",
+        "_done",
+        "_error",
+        "_finished",
+        "_loop",
+        "_notified",
+        "_result",
+        "_running",
+        "_task",
+        "submitted",
+    )
 
     def __init__(
         self,
@@ -48,7 +60,11 @@ class Call(Generic[T]):
         self._ctx = ctx
         self._done = done
         self._finished = finished
-        self._task: asyncio.Task[T] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._notified = False
+        self._running = False
         self.submitted = False
 
     def submit(self) -> Call[T]:
@@ -62,14 +78,35 @@ class Call(Generic[T]):
             raise BridgeClosedError("the bridge was closed; create a new bridge.Bridge()") from None
         return self
 
-    def _start(self) -> None:
-        self._task = create_task(self._loop, self._coro, self._ctx)
-        self._task.add_done_callback(self._on_done)
+    # -- on the loop thread -----------------------------------------------------------
 
-    def _on_done(self, _: asyncio.Task[T]) -> None:
+    def _start(self) -> None:
+        self._task = create_task(self._loop, self._drive(), self._ctx)
+
+    async def _drive(self) -> None:
+        # Recording the outcome inside the task's last step, rather than in a done-callback,
+        # wakes the caller one loop iteration sooner and leaves the loop less to do while
+        # the caller wants the GIL back.
+        self._running = True
+        try:
+            self._result = await self._coro
+        except asyncio.CancelledError as exc:
+            self._error = exc
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who re-raises it
+            self._error = exc
+        finally:
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._notified:
+            return
+        self._notified = True
         if self._finished is not None:
             self._finished.append(self)
         self._done.notify()
+
+    # -- on the caller's thread -------------------------------------------------------
 
     def wait(self, timeout: float | None) -> bool:
         return self._done.wait(timeout)
@@ -83,21 +120,32 @@ class Call(Generic[T]):
         cancel_all(self._loop, (self,))
 
     def outcome(self, *, closing: bool) -> T:
-        """The task's result, or its exception re-raised with the coroutine's frames."""
-        task = self._task
-        if task is None or not task.done():
+        """The coroutine's result, or its exception re-raised with the coroutine's frames."""
+        if not self._notified:
             raise RuntimeError("Call.outcome() read before the call finished")  # a bridge bug
-        if task.cancelled():
+        error = self._error
+        if error is None:
+            return self._result  # type: ignore[return-value]  # set whenever error is None
+        if isinstance(error, asyncio.CancelledError):
             if closing:
                 raise BridgeClosedError("the bridge was closed while this call was running")
             raise concurrent.futures.CancelledError(
                 "the coroutine was cancelled on the bridge's loop"
             )
-        return task.result()
+        try:
+            raise error
+        finally:
+            del error  # break the frame <-> traceback cycle, as concurrent.futures does
 
     def _cancel_task(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._task is None or self._task.done():
+            return
+        self._task.cancel()
+        if not self._running:
+            # A task cancelled before its first step never enters _drive: report it here.
+            self._coro.close()
+            self._error = asyncio.CancelledError()
+            self._notify()
 
 
 def cancel_all(loop: asyncio.AbstractEventLoop, calls: Iterable[Call[Any]]) -> None:

@@ -52,7 +52,7 @@ class LoopRunner:
         return self._loop is not None and self._pid == os.getpid()
 
     def in_loop_thread(self) -> bool:
-        return self._thread_id == threading.get_ident() and self.started
+        return self._thread_id == threading.get_ident()
 
     def loop_alive(self) -> bool:
         finished = self._finished

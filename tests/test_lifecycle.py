@@ -79,8 +79,8 @@ SHUTDOWN_SCRIPT = textwrap.dedent(
     def caller():
         try:
             bridge.run(forever())
-        except bridge.BridgeClosedError as exc:
-            print("caller saw:", exc, flush=True)
+        except bridge.BridgeClosedError:
+            pass  # whether a daemon thread runs again before exit is up to the interpreter
 
     stream = bridge.iterate(tokens())
     print("first token", next(stream), flush=True)
@@ -103,7 +103,6 @@ def test_interpreter_exit_closes_the_default_bridge_cleanly() -> None:
     assert "first token 0" in result.stdout
     assert "task cleaned up" in result.stdout
     assert "generator closed" in result.stdout
-    assert "caller saw: the bridge was closed while this call was running" in result.stdout
     for bad in ("Task was destroyed", "Event loop is closed", "unclosed", "Traceback"):
         assert bad not in result.stderr, result.stderr
 
@@ -120,3 +119,30 @@ def test_close_stops_the_loop_thread_and_refuses_new_work() -> None:
     assert "closing-bridge-loop" not in {t.name for t in threading.enumerate()}
     with pytest.raises(BridgeClosedError, match="Bridge"):
         b.map(double, [1])
+
+
+def test_a_waiting_caller_gets_a_clear_error_when_the_bridge_closes() -> None:
+    import threading
+
+    b = Bridge()
+    started = threading.Event()
+    seen: list[BaseException] = []
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    def caller() -> None:
+        try:
+            b.run(forever())
+        except BaseException as exc:
+            seen.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert started.wait(10)
+    b.close()
+    thread.join(10)
+    assert len(seen) == 1
+    assert isinstance(seen[0], BridgeClosedError)
+    assert "closed while this call was running" in str(seen[0])
