@@ -285,15 +285,37 @@ class Bridge:
         )
         return self._call(work, seconds, where="map")
 
+    @overload
     def imap(
         self,
-        fn: Callable[[A], Awaitable[T]] | Callable[[A], T],
+        fn: Callable[[A], Awaitable[T]],
+        iterable: Iterable[A],
+        *,
+        concurrency: int | None = ...,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+    ) -> Iterator[T]: ...
+
+    @overload
+    def imap(
+        self,
+        fn: Callable[[A], T],
+        iterable: Iterable[A],
+        *,
+        concurrency: int | None = ...,
+        ordered: bool = ...,
+        timeout: float | None = ...,
+    ) -> Iterator[T]: ...
+
+    def imap(
+        self,
+        fn: Callable[[A], Any],
         iterable: Iterable[A],
         *,
         concurrency: int | None = None,
         ordered: bool = True,
         timeout: float | None = None,
-    ) -> Iterator[T]:
+    ) -> Iterator[Any]:
         """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily.
 
         At most ``concurrency`` calls run at once, and at most as many finished results wait

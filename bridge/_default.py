@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from ._bridge import Bridge, make_sync
 
@@ -85,8 +85,41 @@ def gather(
     )
 
 
+@overload
 def map(
-    fn: Callable[[A], Awaitable[T]] | Callable[[A], T],
+    fn: Callable[[A], Awaitable[T]],
+    iterable: Iterable[A],
+    *,
+    concurrency: int | None = ...,
+    timeout: float | None = ...,
+    return_exceptions: Literal[False] = ...,
+) -> list[T]: ...
+
+
+@overload
+def map(
+    fn: Callable[[A], T],
+    iterable: Iterable[A],
+    *,
+    concurrency: int | None = ...,
+    timeout: float | None = ...,
+    return_exceptions: Literal[False] = ...,
+) -> list[T]: ...
+
+
+@overload
+def map(
+    fn: Callable[[A], Any],
+    iterable: Iterable[A],
+    *,
+    concurrency: int | None = ...,
+    timeout: float | None = ...,
+    return_exceptions: bool,
+) -> list[Any]: ...
+
+
+def map(
+    fn: Callable[[A], Any],
     iterable: Iterable[A],
     *,
     concurrency: int | None = None,
@@ -103,14 +136,36 @@ def map(
     )
 
 
+@overload
 def imap(
-    fn: Callable[[A], Awaitable[T]] | Callable[[A], T],
+    fn: Callable[[A], Awaitable[T]],
+    iterable: Iterable[A],
+    *,
+    concurrency: int | None = ...,
+    ordered: bool = ...,
+    timeout: float | None = ...,
+) -> Iterator[T]: ...
+
+
+@overload
+def imap(
+    fn: Callable[[A], T],
+    iterable: Iterable[A],
+    *,
+    concurrency: int | None = ...,
+    ordered: bool = ...,
+    timeout: float | None = ...,
+) -> Iterator[T]: ...
+
+
+def imap(
+    fn: Callable[[A], Any],
     iterable: Iterable[A],
     *,
     concurrency: int | None = None,
     ordered: bool = True,
     timeout: float | None = None,
-) -> Iterator[T]:
+) -> Iterator[Any]:
     """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily."""
     return get_default().imap(
         fn, iterable, concurrency=concurrency, ordered=ordered, timeout=timeout
