@@ -54,6 +54,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="API key for --base-url (default: $OPENAI_API_KEY)",
     )
     parser.add_argument("--model", default="gpt-4o-mini", help="model for --base-url runs")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="port for the embedded simulated server (default: a free one)",
+    )
     parser.add_argument("--no-chart", action="store_true", help="skip bench.png")
     args = parser.parse_args(argv)
     if args.base_url and not args.api_key:
@@ -72,7 +78,10 @@ def _scenarios(text: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the bench; 0 on success, 2 for bad input (a flag, --out, --base-url, a port)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    args.argv = argv
     try:
         _check_out(args.out)
         if args.base_url:
@@ -84,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick" if args.quick else "full" if args.full else "default",
         quick=args.quick,
         full=args.full,
+        port=args.port,
     )
     try:
         results = _run(args, mode)
@@ -167,7 +177,7 @@ def _meta(args: argparse.Namespace, mode: Mode) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "command": "python -m bridge bench " + " ".join(sys.argv[2:] if len(sys.argv) > 1 else []),
+        "command": " ".join(["python -m bridge bench", *args.argv]),
     }
 
 

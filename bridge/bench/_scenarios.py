@@ -31,16 +31,17 @@ class Mode:
     name: str
     quick: bool = False
     full: bool = False
+    port: int = 0  # where the embedded server listens; 0 picks a free port
 
     def pick(self, quick: Any, default: Any, full: Any) -> Any:
         return quick if self.quick else full if self.full else default
 
 
 @contextmanager
-def _server(**config: Any) -> Iterator[Endpoint]:
+def _server(mode: Mode, **config: Any) -> Iterator[Endpoint]:
     from bridge.testing import serve  # noqa: PLC0415
 
-    with serve(**config) as server:
+    with serve(port=mode.port, **config) as server:
         yield Endpoint(server.base_url, BENCH_KEY)
 
 
@@ -75,7 +76,7 @@ def headline(mode: Mode, progress: Progress, endpoint: Endpoint | None = None) -
     # A sequential loop's wall is the sum of its calls: in the default run it makes the first
     # quarter of them and its wall is scaled up, and the JSON says so ("extrapolated").
     seq_n = mode.pick(10, 25, 100)
-    with _maybe_server(endpoint, latency=latency) as target:
+    with _maybe_server(endpoint, mode, latency=latency) as target:
         approaches = _run_all(
             ["thread_pool", "asyncio_gather", "asgiref_per_batch", "anyio_portal", "bridge"],
             target,
@@ -112,11 +113,11 @@ def headline(mode: Mode, progress: Progress, endpoint: Endpoint | None = None) -
 
 
 @contextmanager
-def _maybe_server(endpoint: Endpoint | None, **config: Any) -> Iterator[Endpoint]:
+def _maybe_server(endpoint: Endpoint | None, mode: Mode, **config: Any) -> Iterator[Endpoint]:
     if endpoint is not None:
         yield endpoint
         return
-    with _server(**config) as target:
+    with _server(mode, **config) as target:
         yield target
 
 
@@ -129,7 +130,7 @@ def throughput(mode: Mode, progress: Progress) -> dict[str, Any]:
     names = ["asyncio_gather", "asyncio_gather_aiohttp", "thread_pool", "bridge"]
     walls: dict[str, list[float]] = {name: [] for name in names}
     failed: dict[str, int] = dict.fromkeys(names, 0)
-    with _server(latency=0.0) as endpoint:
+    with _server(mode, latency=0.0) as endpoint:
         prompts = make_prompts(n)
         for _ in range(rounds):  # interleaved, so load on the machine hits every approach
             for name in names:
@@ -182,7 +183,7 @@ def high_concurrency(mode: Mode, progress: Progress) -> dict[str, Any]:
     n, concurrency = mode.pick(400, 2000, 4000), mode.pick(200, 1000, 1000)
     names = ["thread_pool", "asyncio_gather", "bridge"]
     approaches = {}
-    with _server(latency=1.0) as endpoint:
+    with _server(mode, latency=1.0) as endpoint:
         for name in names:
             progress(name)
             approaches[name] = _in_subprocess(name, endpoint, n, concurrency)
@@ -286,7 +287,7 @@ def round_trip(mode: Mode, progress: Progress) -> dict[str, Any]:
 
 def shared_client(mode: Mode, progress: Progress) -> dict[str, Any]:
     n = mode.pick(50, 200, 200)
-    with _server(latency=0.0) as endpoint:
+    with _server(mode, latency=0.0) as endpoint:
         approaches = _run_all(["asgiref_per_call", "bridge_per_call"], endpoint, n, 1, progress)
     for result in approaches.values():
         result["event_loop_closed"] = result["errors"].get("Event loop is closed", 0)
