@@ -9,16 +9,16 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from ._calls import Call, wait_until
-from ._errors import ReentrancyError
-from ._iterators import AsyncIteratorBridge, IMapIterator
+from ._errors import BridgeClosedError, ReentrancyError
+from ._iterators import AsyncIteratorBridge, CloseableIterator, IMapIterator
 from ._runner import LoopRunner
 from ._tasks import as_coroutine, run_bounded
-from ._threads import call_in_pool, run_sync
+from ._threads import call_in_pool, in_pool_thread, run_sync
 from ._validate import (
     check_awaitable,
     check_concurrency,
@@ -75,7 +75,8 @@ class Bridge:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a whole number of at least 1, got {threads!r}")
         self._cancel_timeout = check_timeout(cancel_timeout) or DEFAULT_CANCEL_TIMEOUT
-        self._runner = LoopRunner(threads=threads, name=name)
+        # Every open bridge is closed at interpreter exit; see _runner._close_all.
+        self._runner = LoopRunner(threads=threads, name=name, close_timeout=self._cancel_timeout)
         self._threads = threads
 
     def __repr__(self) -> str:
@@ -104,20 +105,34 @@ class Bridge:
         finished: deque[Call[T]] | None = None,
         *,
         where: str,
+        on_discard: Callable[[], None] | None = None,
     ) -> Call[T]:
-        """Make the call that will run ``coro`` on the loop; ``Call.submit()`` starts it."""
-        if self._runner.in_loop_thread():
+        """Make the call that will run ``coro`` on the loop; ``Call.submit()`` starts it.
+
+        If it cannot (re-entrant use, a closed bridge), ``coro`` is closed, ``on_discard``
+        runs, so nothing is left never-awaited, and the error is raised.
+        """
+        try:
+            loop = self._usable_loop(where)
+        except BaseException:
             coro.close()
+            if on_discard is not None:
+                on_discard()
+            raise
+        return Call(self._runner, loop, coro, ctx, done, finished=finished, on_discard=on_discard)
+
+    def _usable_loop(self, where: str) -> asyncio.AbstractEventLoop:
+        if self._runner.in_loop_thread():
             raise ReentrancyError(
                 f"bridge.{where}() was called from inside the bridge's own event loop, where "
                 "blocking would deadlock it; in a coroutine, `await` the awaitable directly"
             )
-        try:
-            loop = self._runner.loop()
-        except BaseException:
-            coro.close()
-            raise
-        return Call(loop, coro, ctx, done, finished)
+        if self._runner.closing:
+            raise BridgeClosedError(
+                "this bridge is closed; create a new bridge.Bridge() "
+                "(or bridge.set_default(bridge.Bridge()) for the process default)"
+            )
+        return self._runner.loop()
 
     def _wait(self, call: Call[T], timeout: float | None, *, where: str) -> T:
         """Submit ``call`` and block until it finishes.
@@ -150,7 +165,7 @@ class Bridge:
         return finished
 
     def _settle(self, call: Call[Any]) -> None:
-        if not call.submitted:
+        if not call.submitted or not self._runner.loop_alive():
             return
         call.cancel()
         if not call.wait(self._cancel_timeout):
@@ -158,8 +173,16 @@ class Bridge:
                 "a cancelled call did not finish its clean-up within %s s", self._cancel_timeout
             )
 
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None, *, where: str) -> T:
-        call = self._prepare(coro, contextvars.copy_context(), new_one_shot(), where=where)
+    def _call(
+        self,
+        coro: Coroutine[Any, Any, T],
+        timeout: float | None,
+        *,
+        where: str,
+        on_discard: Callable[[], None] | None = None,
+    ) -> T:
+        ctx = contextvars.copy_context()
+        call = self._prepare(coro, ctx, new_one_shot(), where=where, on_discard=on_discard)
         return self._wait(call, timeout, where=where)
 
     # -- the blocking API -----------------------------------------------------------
@@ -223,7 +246,7 @@ class Bridge:
             return_exceptions=return_exceptions,
             unstarted=lambda index: _cancel_unstarted(aws[index]),
         )
-        return self._call(work, seconds, where="gather")
+        return self._call(work, seconds, where="gather", on_discard=lambda: _discard(aws))
 
     @overload
     def map(
@@ -294,7 +317,7 @@ class Bridge:
         concurrency: int | None = ...,
         ordered: bool = ...,
         timeout: float | None = ...,
-    ) -> Iterator[T]: ...
+    ) -> CloseableIterator[T]: ...
 
     @overload
     def imap(
@@ -305,7 +328,7 @@ class Bridge:
         concurrency: int | None = ...,
         ordered: bool = ...,
         timeout: float | None = ...,
-    ) -> Iterator[T]: ...
+    ) -> CloseableIterator[T]: ...
 
     def imap(
         self,
@@ -315,7 +338,7 @@ class Bridge:
         concurrency: int | None = None,
         ordered: bool = True,
         timeout: float | None = None,
-    ) -> Iterator[Any]:
+    ) -> CloseableIterator[Any]:
         """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily.
 
         At most ``concurrency`` calls run at once, and at most as many finished results wait
@@ -335,7 +358,7 @@ class Bridge:
 
     def iterate(
         self, async_iterable: AsyncIterable[T], *, timeout: float | None = None
-    ) -> Iterator[T]:
+    ) -> CloseableIterator[T]:
         """A plain iterator over an async iterable, each item fetched on the bridge's loop.
 
         Leaving early (``break``, an exception, ``close()``, garbage collection) runs the
@@ -391,8 +414,17 @@ class Bridge:
             )
         if is_async_callable(fn):
             return fn
+        pool = self._runner.pool()
+        if in_pool_thread(pool):
+            # Its calls would wait for pool threads while holding one: enough such callers
+            # and every thread waits on another, for ever.
+            raise ReentrancyError(
+                f"bridge.{where}() with the plain function {describe(fn)} was called from one "
+                "of the bridge's own pool threads, which could starve the pool; make fn "
+                "`async def`, or call it directly in a loop"
+            )
         grace = self._cancel_timeout
-        return lambda item: run_sync(self._runner.pool(), fn, item, grace)
+        return lambda item: run_sync(pool, fn, item, grace)
 
 
 def _discard(awaitables: Iterable[object]) -> None:

@@ -14,13 +14,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ._compat import create_task
 from ._errors import BridgeClosedError
 from ._waiters import Notifier
 
-__all__ = ["Call", "cancel_all", "wait_until"]
+__all__ = ["Call", "Owner", "cancel_all", "wait_until"]
 
 T = TypeVar("T")
 
@@ -28,6 +28,12 @@ logger = logging.getLogger(__name__)
 
 # How often a caller with nothing to do checks that the loop thread is still alive.
 _LIVENESS_INTERVAL = 1.0
+
+
+class Owner(Protocol):
+    """What a call needs to know of its bridge: whether it is closing."""
+
+    closing: bool
 
 
 class Call(Generic[T]):
@@ -41,6 +47,8 @@ class Call(Generic[T]):
         "_finished",
         "_loop",
         "_notified",
+        "_on_discard",
+        "_owner",
         "_result",
         "_running",
         "_task",
@@ -49,17 +57,22 @@ class Call(Generic[T]):
 
     def __init__(
         self,
+        owner: Owner,
         loop: asyncio.AbstractEventLoop,
         coro: Coroutine[Any, Any, T],
         ctx: contextvars.Context,
         done: Notifier,
+        *,
         finished: deque[Call[T]] | None = None,
+        on_discard: Callable[[], None] | None = None,
     ) -> None:
+        self._owner = owner
         self._loop = loop
         self._coro = coro
         self._ctx = ctx
         self._done = done
         self._finished = finished
+        self._on_discard = on_discard
         self._task: asyncio.Task[None] | None = None
         self._result: T | None = None
         self._error: BaseException | None = None
@@ -74,13 +87,25 @@ class Call(Generic[T]):
             self._loop.call_soon_threadsafe(self._start)
         except RuntimeError:  # the loop was closed under us
             self.submitted = False
-            self._coro.close()
+            self.discard()
             raise BridgeClosedError("the bridge was closed; create a new bridge.Bridge()") from None
         return self
+
+    def discard(self) -> None:
+        """Close the coroutine that will never run, and whatever it was to await."""
+        self._coro.close()
+        if self._on_discard is not None:
+            self._on_discard()
 
     # -- on the loop thread -----------------------------------------------------------
 
     def _start(self) -> None:
+        if self._owner.closing:
+            # close() has begun: a task started now would outlive the loop's last drain.
+            self.discard()
+            self._error = BridgeClosedError("the bridge was closed while this call was queued")
+            self._notify()
+            return
         self._task = create_task(self._loop, self._drive(), self._ctx)
 
     async def _drive(self) -> None:
@@ -107,6 +132,10 @@ class Call(Generic[T]):
         self._done.notify()
 
     # -- on the caller's thread -------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     def wait(self, timeout: float | None) -> bool:
         return self._done.wait(timeout)
@@ -143,7 +172,7 @@ class Call(Generic[T]):
         self._task.cancel()
         if not self._running:
             # A task cancelled before its first step never enters _drive: report it here.
-            self._coro.close()
+            self.discard()
             self._error = asyncio.CancelledError()
             self._notify()
 

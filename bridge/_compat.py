@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 __all__ = [
     "create_task",
     "gevent_patched",
-    "new_event_loop",
     "original",
     "start_os_thread",
 ]
@@ -51,13 +50,6 @@ def start_os_thread(
     thread = threading.Thread(target=target, args=args, name=name, daemon=True)
     thread.start()
     return thread
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    if gevent_patched():
-        selector_class = original("selectors", "DefaultSelector")
-        return asyncio.SelectorEventLoop(selector_class())
-    return asyncio.new_event_loop()
 
 
 if sys.version_info >= (3, 11):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import atexit
 import threading
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from ._bridge import Bridge, make_sync
+from ._iterators import CloseableIterator
 
 __all__ = [
     "gather",
@@ -57,12 +57,6 @@ def set_default(new: Bridge) -> Bridge | None:
     with _default_lock:
         previous, _default = _default, new
     return previous
-
-
-@atexit.register
-def _close_default() -> None:
-    if _default is not None:
-        _default.close()
 
 
 def run(awaitable: Awaitable[T], *, timeout: float | None = None) -> T:
@@ -144,7 +138,7 @@ def imap(
     concurrency: int | None = ...,
     ordered: bool = ...,
     timeout: float | None = ...,
-) -> Iterator[T]: ...
+) -> CloseableIterator[T]: ...
 
 
 @overload
@@ -155,7 +149,7 @@ def imap(
     concurrency: int | None = ...,
     ordered: bool = ...,
     timeout: float | None = ...,
-) -> Iterator[T]: ...
+) -> CloseableIterator[T]: ...
 
 
 def imap(
@@ -165,14 +159,16 @@ def imap(
     concurrency: int | None = None,
     ordered: bool = True,
     timeout: float | None = None,
-) -> Iterator[Any]:
+) -> CloseableIterator[Any]:
     """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily."""
     return get_default().imap(
         fn, iterable, concurrency=concurrency, ordered=ordered, timeout=timeout
     )
 
 
-def iterate(async_iterable: AsyncIterable[T], *, timeout: float | None = None) -> Iterator[T]:
+def iterate(
+    async_iterable: AsyncIterable[T], *, timeout: float | None = None
+) -> CloseableIterator[T]:
     """A plain iterator over an async iterable, driven by the default bridge's loop."""
     return get_default().iterate(async_iterable, timeout=timeout)
 

@@ -6,24 +6,38 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from ._calls import Call, cancel_all, wait_until
 from ._tasks import as_coroutine
-from ._waiters import new_notifier, new_one_shot
+from ._waiters import NULL_NOTIFIER, new_notifier, new_one_shot
 
 if TYPE_CHECKING:
     from ._bridge import Bridge
 
-__all__ = ["AsyncIteratorBridge", "IMapIterator"]
+__all__ = ["AsyncIteratorBridge", "CloseableIterator", "IMapIterator"]
 
 T = TypeVar("T")
 A = TypeVar("A")
 
 _END: Any = object()
+T_co = TypeVar("T_co", covariant=True)
+
+
+@runtime_checkable
+class CloseableIterator(Iterator[T_co], Protocol):
+    """What ``imap`` and ``iterate`` return: an iterator you can also ``close()`` early.
+
+    ``close()`` cancels the work in flight (``imap``) or runs the async generator's
+    ``aclose()`` (``iterate``), and waits for that clean-up, bounded by ``cancel_timeout``.
+    """
+
+    def close(self) -> None:
+        """Stop early and clean up; later ``next()`` calls raise StopIteration."""
 
 
 class IMapIterator(Iterator[T], Generic[A, T]):
@@ -53,6 +67,7 @@ class IMapIterator(Iterator[T], Generic[A, T]):
         self._timeout = timeout
         self._ctx = contextvars.copy_context()
         self._notifier = new_notifier()
+        self._owner_thread = threading.get_ident()
         self._finished: deque[Call[T]] = deque()
         self._running: dict[Call[T], int] = {}
         self._ready: dict[int, Call[T]] = {}
@@ -73,6 +88,8 @@ class IMapIterator(Iterator[T], Generic[A, T]):
             raise
 
     def _next_result(self) -> T:
+        # One deadline per result: wake-ups for results that are not next must not extend it.
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
             self._collect()
             call = self._take_ready()
@@ -82,7 +99,7 @@ class IMapIterator(Iterator[T], Generic[A, T]):
                 return call.outcome(closing=self._bridge.closed)
             if not self._running and not self._finished:
                 raise StopIteration
-            self._wait_any()
+            self._wait_any(deadline)
 
     def _collect(self) -> None:
         while self._finished:
@@ -120,8 +137,7 @@ class IMapIterator(Iterator[T], Generic[A, T]):
                     del self._running[call]
                 raise
 
-    def _wait_any(self) -> None:
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+    def _wait_any(self, deadline: float | None) -> None:
         self._notifier.clear()
         # Checked after clear(): a result that lands in between still sets the notifier.
         if self._finished:
@@ -139,7 +155,7 @@ class IMapIterator(Iterator[T], Generic[A, T]):
         self._closed = True
         running = list(self._running)
         if running:
-            cancel_all(running[0]._loop, running)
+            cancel_all(running[0].loop, running)
             deadline = time.monotonic() + self._bridge._cancel_timeout
             while self._running and wait_until(self._notifier.wait, deadline, _always):
                 self._notifier.clear()
@@ -148,9 +164,13 @@ class IMapIterator(Iterator[T], Generic[A, T]):
 
     def __del__(self) -> None:
         # Never block in a finaliser: ask the loop to cancel, and do not wait.
-        running = list(getattr(self, "_running", ()))
-        if running and not getattr(self, "_closed", True):
-            cancel_all(running[0]._loop, running)
+        if getattr(self, "_closed", True):
+            return
+        running = list(self._running)
+        if running:
+            cancel_all(running[0].loop, running)
+        if threading.get_ident() == self._owner_thread:
+            self._notifier.close()  # a gevent watcher may only be closed from its own hub
 
 
 class AsyncIteratorBridge(Iterator[T]):
@@ -207,7 +227,7 @@ class AsyncIteratorBridge(Iterator[T]):
         if aclose is not None and runner.started and not runner.closing:
             # Never block in a finaliser: schedule aclose() on the loop and move on.
             with contextlib.suppress(Exception):
-                Call(runner.loop(), aclose(), self._ctx, new_one_shot()).submit()
+                Call(runner, runner.loop(), aclose(), self._ctx, NULL_NOTIFIER).submit()
 
 
 def _always() -> bool:

@@ -8,17 +8,19 @@ parent) and starts fresh ones on first use.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
 import warnings
 import weakref
+from collections.abc import Awaitable, Callable
 
-from ._compat import new_event_loop, start_os_thread
+from ._compat import start_os_thread
 from ._errors import BridgeClosedError, BridgeWarning, ReentrancyError
-from ._threads import ExecutorPool, OSThreadPool, new_pool
+from ._threads import ThreadPool, new_loop
 
-__all__ = ["LoopRunner"]
+__all__ = ["LoopRunner", "add_close_hook", "is_bridge_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +29,35 @@ _live_runners: weakref.WeakSet[LoopRunner] = weakref.WeakSet()
 # the parent's file descriptors, and letting them be garbage-collected makes asyncio warn
 # about an unclosed loop, so the child keeps them, untouched, until it exits.
 _abandoned: list[object] = []
+# Run on a bridge's loop as it closes, after its tasks are cancelled: the layers above close
+# the HTTP and Redis clients they made for that loop, so nothing is left unclosed.
+_close_hooks: list[Callable[[asyncio.AbstractEventLoop], Awaitable[None]]] = []
+
+
+def add_close_hook(hook: Callable[[asyncio.AbstractEventLoop], Awaitable[None]]) -> None:
+    """Have ``await hook(loop)`` run on every bridge loop just before it stops."""
+    _close_hooks.append(hook)
+
+
+def is_bridge_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """True if ``loop`` is the running loop of a live bridge in this process."""
+    pid = os.getpid()
+    return any(r._loop is loop and r._pid == pid for r in list(_live_runners))
 
 
 class LoopRunner:
     """Owns one event loop thread and one thread pool, both started on first use."""
 
-    def __init__(self, *, threads: int, name: str) -> None:
+    def __init__(self, *, threads: int, name: str, close_timeout: float) -> None:
         self._threads = threads
         self._name = name
+        self.close_timeout = close_timeout
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_id: int | None = None
         self._finished: threading.Event | None = None
         self._thread: threading.Thread | None = None
-        self._pool: ExecutorPool | OSThreadPool | None = None
+        self._pool: ThreadPool | None = None
         self._pid = os.getpid()
         self.closing = False
         _live_runners.add(self)
@@ -67,14 +84,14 @@ class LoopRunner:
             return loop
         return self._start_loop()
 
-    def pool(self) -> ExecutorPool | OSThreadPool:
+    def pool(self) -> ThreadPool:
         pool = self._pool
         if pool is not None and self._pid == os.getpid():
             return pool
         with self._lock:
             self._check_usable()
             if self._pool is None:
-                self._pool = new_pool(self._threads, self._name)
+                self._pool = ThreadPool(self._threads, self._name)
             return self._pool
 
     def _check_usable(self) -> None:
@@ -94,11 +111,8 @@ class LoopRunner:
                 self._loop = self._spawn(pool)
             return self._loop
 
-    def _spawn(self, pool: ExecutorPool | OSThreadPool) -> asyncio.AbstractEventLoop:
-        loop = new_event_loop()
-        if isinstance(pool, ExecutorPool):
-            # asyncio.to_thread and run_in_executor(None, ...) on the loop share our bound.
-            loop.set_default_executor(pool.executor)
+    def _spawn(self, pool: ThreadPool) -> asyncio.AbstractEventLoop:
+        loop = new_loop(pool)
         started = threading.Event()
         finished = threading.Event()
         thread = start_os_thread(self._serve, (loop, started, finished), name=f"{self._name}-loop")
@@ -122,6 +136,8 @@ class LoopRunner:
                     # it, or every later call in the process would fail.
                     logger.exception("a task raised through the bridge's event loop")
         finally:
+            # Thread idents are reused: a stale one would mark an unrelated thread as ours.
+            self._thread_id = None
             finished.set()
 
     # -- fork ----------------------------------------------------------------------------
@@ -181,16 +197,29 @@ def _start_drain(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
 
 
 async def _drain(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-    current = asyncio.current_task()
-    tasks = [task for task in asyncio.all_tasks() if task is not current]
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
+    deadline = loop.time() + timeout
+    # Repeat: a task's clean-up may start new tasks, and those must not outlive the loop.
+    while tasks := [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]:
+        for task in tasks:
+            task.cancel()
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
         if pending:
             logger.warning("%d task(s) ignored cancellation at bridge shutdown", len(pending))
+            break
+    for hook in _close_hooks:
+        try:
+            await asyncio.wait_for(hook(loop), timeout)
+        except Exception:
+            logger.exception("closing clients at bridge shutdown failed")
     await loop.shutdown_asyncgens()
     loop.stop()
+
+
+@atexit.register
+def _close_all() -> None:
+    """At exit, close every bridge still open: the default and any the user made."""
+    for runner in list(_live_runners):
+        runner.close(runner.close_timeout)
 
 
 def _after_fork_in_child() -> None:

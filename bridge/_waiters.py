@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ._compat import gevent_patched
 
-__all__ = ["Notifier", "new_notifier", "new_one_shot"]
+__all__ = ["NULL_NOTIFIER", "Notifier", "new_notifier", "new_one_shot"]
 
 
 class Notifier(Protocol):
@@ -100,6 +100,25 @@ class _GeventNotifier:
 
     def close(self) -> None:
         self._watcher.close()
+
+
+class _NullNotifier:
+    """For a call nobody waits on (fire-and-forget clean-up)."""
+
+    def notify(self) -> None:
+        pass
+
+    def wait(self, timeout: float | None) -> bool:
+        return True
+
+    def clear(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+NULL_NOTIFIER: Notifier = _NullNotifier()
 
 
 def new_notifier() -> Notifier:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import itertools
 import os
 import signal
 import threading
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -92,7 +93,7 @@ class TestCaps:
             peak = max(peak, in_flight)
             if in_flight == k:
                 reached.set()
-            await reached.wait()
+            await asyncio.wait_for(reached.wait(), 30)  # fail, not hang, if k is never reached
             await asyncio.sleep(0)
             in_flight -= 1
             return x
@@ -110,7 +111,7 @@ class TestCaps:
             peak = max(peak, in_flight)
             if in_flight == 3:
                 reached.set()
-            await reached.wait()
+            await asyncio.wait_for(reached.wait(), 30)  # fail, not hang, if k is never reached
             in_flight -= 1
 
         b.gather(*[task() for _ in range(12)], concurrency=3)
@@ -127,7 +128,7 @@ class TestCaps:
                 peak = max(peak, in_flight)
                 if in_flight == 5:
                     reached.set()
-                await reached.wait()
+                await asyncio.wait_for(reached.wait(), 30)  # fail, not hang, if k is never reached
                 in_flight -= 1
                 return x
 
@@ -165,7 +166,7 @@ class TestCaps:
             peak = max(peak, in_flight)
             if in_flight == 4:
                 reached.set()
-            await reached.wait()
+            await asyncio.wait_for(reached.wait(), 30)  # fail, not hang, if k is never reached
             in_flight -= 1
             return x
 
@@ -175,9 +176,11 @@ class TestCaps:
 
 class TestCancellation:
     def test_timeout_cancels_and_awaits_cleanup_first(self, b: Bridge) -> None:
+        started = threading.Event()
         cleaned = threading.Event()
 
         async def slow() -> None:
+            started.set()
             try:
                 await asyncio.Event().wait()
             finally:
@@ -185,14 +188,17 @@ class TestCancellation:
                 cleaned.set()
 
         with pytest.raises(TimeoutError, match="cancelled"):
-            b.run(slow(), timeout=0.05)
+            b.run(slow(), timeout=0.5)
+        assert started.is_set()
         assert cleaned.is_set()
 
     @pytest.mark.parametrize("api", ["gather", "map", "imap"])
     def test_timeout_cancels_every_task_of_the_call(self, b: Bridge, api: str) -> None:
+        started: list[int] = []
         cleaned: list[int] = []
 
         async def slow(i: int) -> None:
+            started.append(i)
             try:
                 await asyncio.Event().wait()
             finally:
@@ -201,13 +207,16 @@ class TestCancellation:
 
         with pytest.raises(TimeoutError):
             if api == "gather":
-                b.gather(*[slow(i) for i in range(6)], concurrency=3, timeout=0.05)
+                b.gather(*[slow(i) for i in range(6)], concurrency=3, timeout=0.5)
             elif api == "map":
-                b.map(slow, range(6), concurrency=3, timeout=0.05)
+                b.map(slow, range(6), concurrency=3, timeout=0.5)
             else:
-                list(b.imap(slow, range(6), concurrency=3, timeout=0.05))
-        # Three were running and were cancelled; the other three never started.
-        assert sorted(cleaned) == [0, 1, 2]
+                list(b.imap(slow, range(6), concurrency=3, timeout=0.5))
+        # Every one that started was cancelled and cleaned up before the caller saw the
+        # error; the cap kept the other three from ever starting.
+        assert started
+        assert sorted(cleaned) == sorted(started)
+        assert set(started) <= {0, 1, 2}
         assert b.run(_other_tasks()) == 0
 
     def test_keyboard_interrupt_cancels_and_cleans_up(self, b: Bridge) -> None:
@@ -290,9 +299,9 @@ class TestCancellation:
 
         results = b.imap(item, range(100), concurrency=3, ordered=False)
         assert next(results) == 0
-        results.close()  # type: ignore[attr-defined]
+        results.close()
         # The window held 0, 1, 2 and refilled 3 when 0 was taken; nothing else was pulled.
-        assert {1, 2} <= started <= {0, 1, 2, 3}
+        assert started <= {0, 1, 2, 3}
         assert sorted(cancelled) == sorted(started - {0})
         assert list(results) == []
 
@@ -376,6 +385,33 @@ class TestReentrancy:
 
         assert b.map(sync_step, range(5)) == [0, 2, 4, 6, 8]
 
+    def test_nested_plain_map_from_a_pool_thread_raises_instead_of_starving(self) -> None:
+        with Bridge(threads=2) as small:
+
+            def outer(x: int) -> list[int]:
+                return small.map(lambda y: y + x, range(3))
+
+            with pytest.raises(ReentrancyError, match="starve the pool"):
+                small.map(outer, range(2))
+
+
+class TestIMapMemory:
+    def test_input_is_pulled_lazily_and_bounded(self, b: Bridge) -> None:
+        pulled = 0
+
+        def endless() -> Iterator[int]:
+            nonlocal pulled
+            for i in itertools.count():
+                pulled += 1
+                yield i
+
+        results = b.imap(double, endless(), concurrency=8)
+        first = list(itertools.islice(results, 1000))
+        results.close()
+        assert first == [2 * i for i in range(1000)]
+        # At most `concurrency` running plus `concurrency` finished-but-not-yet-taken.
+        assert pulled <= 1000 + 2 * 8
+
 
 class TestIterate:
     def test_streams_items(self, b: Bridge) -> None:
@@ -410,7 +446,7 @@ class TestIterate:
         elif how == "close":
             it = b.iterate(tokens())
             next(it)
-            it.close()  # type: ignore[attr-defined]
+            it.close()
             assert closed.is_set()  # close() waits for aclose()
         else:
             it = b.iterate(tokens())
@@ -429,7 +465,7 @@ class TestIterate:
             finally:
                 closed.set()
 
-        it = b.iterate(stalls(), timeout=0.05)
+        it = b.iterate(stalls(), timeout=0.5)
         assert next(it) == 1
         with pytest.raises(TimeoutError):
             next(it)
@@ -535,6 +571,14 @@ class TestBadInput:
     def test_syncify_wants_async(self) -> None:
         with pytest.raises(TypeError, match="synchronous already"):
             bridge.syncify(len)  # type: ignore[arg-type]
+
+    def test_gather_on_a_closed_bridge_leaves_nothing_unawaited(self) -> None:
+        closed = Bridge()
+        closed.close()
+        # filterwarnings=error turns a "never awaited" RuntimeWarning into a failure here.
+        with pytest.raises(BridgeClosedError):
+            closed.gather(double(1), double(2))
+        gc.collect()
 
     def test_use_after_close(self) -> None:
         closed = Bridge()

@@ -62,6 +62,29 @@ SCRIPT = textwrap.dedent(
     async def via_to_thread():
         return await bridge.to_thread(threading.get_native_id)
 
+    async def resolve_and_offload():
+        # Both go through the loop's default executor: DNS for "localhost", and to_thread.
+        infos = await asyncio.get_running_loop().getaddrinfo("localhost", 80)
+        slept = await asyncio.wait_for(asyncio.to_thread(time.sleep, 0.05), 10)
+        return bool(infos) and slept is None
+
+    real_lock = monkey.get_original("_thread", "allocate_lock")()
+    running = pool_peak = 0
+
+    def counted(x):
+        global running, pool_peak
+        with real_lock:
+            running += 1
+            pool_peak = max(pool_peak, running)
+        time.sleep(0.3)
+        with real_lock:
+            running -= 1
+        return x
+
+    bridge.map(counted, range(2), concurrency=2)  # leave idle threads behind first
+    pool_peak = 0
+    pooled = bridge.map(counted, range(8), concurrency=8)
+
     print(json.dumps({
         "run": [x for x, _ in run_results],
         "loop_threads": sorted({tid for _, tid in run_results}),
@@ -72,6 +95,9 @@ SCRIPT = textwrap.dedent(
         "streamed": streamed,
         "imapped": [x for x, _ in imapped],
         "to_thread": bridge.run(via_to_thread()) != main_native,
+        "executor": bridge.run(resolve_and_offload()),
+        "pooled": pooled,
+        "pool_peak": pool_peak,
     }))
     """
 )
@@ -94,4 +120,7 @@ def test_loop_runs_on_a_real_os_thread_and_waits_cooperatively() -> None:
     assert report["streamed"] == ["a", "b", "c"]
     assert report["imapped"] == [0, 1, 2, 3, 4]
     assert report["to_thread"] is True
+    assert report["executor"] is True  # DNS and asyncio.to_thread did not hang
+    assert report["pooled"] == list(range(8))
+    assert report["pool_peak"] == 8  # the pool grew past the threads left idle earlier
     assert "Traceback" not in result.stderr, result.stderr

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -24,6 +26,7 @@ async def double(x: int) -> int:
 
 def _in_child(b: Bridge, parent_loop: int, write_fd: int) -> None:
     """Runs in the forked child; reports through a pipe and never returns."""
+    signal.alarm(20)  # a hung child dies, so the parent's read ends instead of hanging
     try:
         child_loop = b.run(loop_id())
         verdict = "fresh" if child_loop != parent_loop else "inherited"
@@ -146,3 +149,84 @@ def test_a_waiting_caller_gets_a_clear_error_when_the_bridge_closes() -> None:
     assert len(seen) == 1
     assert isinstance(seen[0], BridgeClosedError)
     assert "closed while this call was running" in str(seen[0])
+
+
+def test_calls_made_while_closing_are_refused_not_left_pending() -> None:
+    import threading
+
+    b = Bridge(cancel_timeout=5)
+    cancelling = threading.Event()
+    proceed = threading.Event()
+
+    running = threading.Event()
+
+    async def slow_to_cancel() -> None:
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelling.set()
+            # close() is now waiting on this clean-up; the go-ahead comes from another thread.
+            while not proceed.is_set():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            raise
+
+    caller = threading.Thread(target=lambda: _swallow(b, slow_to_cancel()))
+    caller.start()
+    assert running.wait(10)
+    closer = threading.Thread(target=b.close)
+    closer.start()
+    assert cancelling.wait(10)
+    late = double(1)
+    with pytest.raises(BridgeClosedError):
+        b.run(late)
+    proceed.set()
+    closer.join(10)
+    caller.join(10)
+    assert not closer.is_alive()
+    assert not caller.is_alive()
+
+
+def _swallow(b: Bridge, coro: object) -> None:
+    with contextlib.suppress(BridgeClosedError):
+        b.run(coro)  # type: ignore[call-overload]
+
+
+EXIT_WITH_BUSY_POOL = textwrap.dedent(
+    """
+    import threading, time
+    import bridge
+
+    bridge.set_default(bridge.Bridge(cancel_timeout=1))
+    started = threading.Event()
+
+    def slow(_):
+        started.set()
+        time.sleep(60)
+
+    def caller():
+        try:
+            bridge.map(slow, [1])
+        except bridge.BridgeClosedError:
+            print("caller saw the bridge close", flush=True)
+
+    threading.Thread(target=caller, daemon=True).start()
+    started.wait()
+    print("exiting", flush=True)
+    """
+)
+
+
+def test_exit_does_not_wait_for_a_running_pool_job_beyond_cancel_timeout() -> None:
+    # A 60 s job and a 1 s cancel_timeout: exit must not wait for the job. The 30 s limit
+    # below only turns a hang into a failure; it is not a performance claim.
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_WITH_BUSY_POOL],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "exiting" in result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
