@@ -11,7 +11,9 @@ See docs/core.md for the whole API.
 
 from __future__ import annotations
 
+from ._admission import all_stats as stats
 from ._bridge import DEFAULT_CANCEL_TIMEOUT, DEFAULT_CONCURRENCY, DEFAULT_THREADS, Bridge
+from ._clients import anthropic, http_client, openai, wrap
 from ._default import (
     gather,
     get_default,
@@ -23,7 +25,17 @@ from ._default import (
     syncify,
     to_thread,
 )
-from ._errors import BridgeClosedError, BridgeError, BridgeWarning, ReentrancyError
+from ._errors import (
+    BridgeClosedError,
+    BridgeError,
+    BridgeWarning,
+    ForeignLoopError,
+    RateLimitStoreError,
+    ReentrancyError,
+)
+from ._iterators import CloseableIterator
+from ._limits import LEARN, Limits, Retry
+from ._stats import EndpointStats
 
 __version__ = "0.1.0"
 
@@ -31,18 +43,30 @@ __all__ = [
     "DEFAULT_CANCEL_TIMEOUT",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_THREADS",
+    "LEARN",
     "Bridge",
     "BridgeClosedError",
     "BridgeError",
     "BridgeWarning",
+    "CloseableIterator",
+    "EndpointStats",
+    "ForeignLoopError",
+    "Limits",
+    "RateLimitStoreError",
     "ReentrancyError",
+    "Retry",
+    "anthropic",
     "gather",
     "get_default",
+    "http_client",
     "imap",
     "iterate",
     "map",
+    "openai",
     "run",
     "set_default",
+    "stats",
     "syncify",
     "to_thread",
+    "wrap",
 ]

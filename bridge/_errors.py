@@ -5,7 +5,9 @@ inside your own coroutines reach you unchanged, with their own type::
 
     BridgeError
     ├── ReentrancyError      (also a RuntimeError)
-    └── BridgeClosedError    (also a RuntimeError)
+    ├── BridgeClosedError    (also a RuntimeError)
+    ├── ForeignLoopError     (also a RuntimeError)
+    └── RateLimitStoreError  (also a ConnectionError)
 
 A call's ``timeout`` raises the builtin :class:`TimeoutError`, and bad arguments
 raise the builtin :class:`TypeError` or :class:`ValueError`.
@@ -13,7 +15,14 @@ raise the builtin :class:`TypeError` or :class:`ValueError`.
 
 from __future__ import annotations
 
-__all__ = ["BridgeClosedError", "BridgeError", "BridgeWarning", "ReentrancyError"]
+__all__ = [
+    "BridgeClosedError",
+    "BridgeError",
+    "BridgeWarning",
+    "ForeignLoopError",
+    "RateLimitStoreError",
+    "ReentrancyError",
+]
 
 
 class BridgeError(Exception):
@@ -30,6 +39,24 @@ class ReentrancyError(BridgeError, RuntimeError):
 
 class BridgeClosedError(BridgeError, RuntimeError):
     """The bridge was used after :meth:`Bridge.close`."""
+
+
+class ForeignLoopError(BridgeError, RuntimeError):
+    """A client built by ``bridge.openai()`` (or another bridge factory) was used on an event
+    loop that is not a bridge's.
+
+    Its connections belong to the bridge's loop, which also closes them. Call it through
+    ``bridge.run``/``gather``/``map``, or give the factory a transport you own
+    (``transport=httpx2.AsyncHTTPTransport()``) and close the client yourself.
+    """
+
+
+class RateLimitStoreError(BridgeError, ConnectionError):
+    """The shared rate-limit store (Redis) is unreachable and ``on_store_error="fail"``.
+
+    Start the store, fix ``Limits(store=...)``, or pass ``on_store_error="local"`` to fall
+    back to per-process limits (logged as a warning).
+    """
 
 
 class BridgeWarning(UserWarning):

@@ -48,3 +48,21 @@ def echo_url() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A reachable Redis server's URL (``REDIS_URL``, default 127.0.0.1:6379/0).
+
+    Under CI a missing Redis fails the test; elsewhere the test is skipped, saying why.
+    """
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=1.0).ping()
+    except Exception as exc:
+        if IN_CI:
+            pytest.fail(f"CI must run the Redis tests, but Redis at {url} is unreachable: {exc}")
+        pytest.skip(f"no Redis reachable at {url} ({exc}); set REDIS_URL or start redis-server")
+    return url

@@ -1,0 +1,176 @@
+"""``Limits`` and ``Retry``: the admission-control settings, as small frozen value objects.
+
+Both check their values at construction, so bad configuration fails where it is written,
+not at the first request::
+
+    limits = bridge.Limits(concurrency=50, rpm=1200)          # tpm learned from headers
+    retry = bridge.Retry(attempts=6, backoff=0.5, max_wait=30)
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Final, Literal
+from urllib.parse import urlsplit
+
+__all__ = [
+    "DEFAULT_ATTEMPTS",
+    "DEFAULT_BACKOFF",
+    "DEFAULT_LIMIT_CONCURRENCY",
+    "DEFAULT_MAX_WAIT",
+    "LEARN",
+    "Limits",
+    "Retry",
+]
+
+
+class _Learn(enum.Enum):
+    """The "not passed" marker: learn this limit from the provider's rate-limit headers."""
+
+    LEARN = "LEARN"
+
+    def __repr__(self) -> str:
+        return "LEARN"
+
+
+#: ``rpm``/``tpm`` default: not configured, so learned from the provider's headers.
+#: ``None`` means something else: no limit at all.
+LEARN: Final = _Learn.LEARN
+
+#: Requests in flight at once per endpoint when ``Limits`` names none.
+DEFAULT_LIMIT_CONCURRENCY = 64
+#: Attempts per request, the first one included.
+DEFAULT_ATTEMPTS = 6
+#: First backoff ceiling in seconds; it doubles per attempt (full jitter: uniform in [0, ceiling]).
+DEFAULT_BACKOFF = 0.5
+#: The longest single wait between attempts, a server's ``retry-after`` included.
+DEFAULT_MAX_WAIT = 60.0
+
+_STORE_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Per-endpoint admission limits (an endpoint is a base URL plus an API key).
+
+    Args:
+        concurrency: requests in flight at once (default 64). It shrinks when 429s arrive
+            and grows back when they stop.
+        rpm: requests per minute. Not passed: learned from the provider's rate-limit
+            headers. ``None``: no limit.
+        tpm: tokens per minute, reserved before sending (prompt size plus ``max_tokens``)
+            and settled from ``usage``. Not passed: learned from headers. ``None``: no limit.
+        store: ``"redis://host:6379/0"`` keeps the RPM/TPM state in Redis, shared by every
+            process that uses the same endpoint. ``None``: this process only.
+        on_store_error: ``"local"`` (default) falls back to this process's own limits, with
+            a warning, when the store is unreachable; ``"fail"`` raises RateLimitStoreError.
+
+    Raises:
+        ValueError: a limit that is not a positive whole number, or an unknown store scheme.
+    """
+
+    concurrency: int = DEFAULT_LIMIT_CONCURRENCY
+    rpm: int | _Learn | None = LEARN
+    tpm: int | _Learn | None = LEARN
+    store: str | None = field(default=None, repr=False)
+    on_store_error: Literal["local", "fail"] = "local"
+
+    def __post_init__(self) -> None:
+        _check_positive_int("concurrency", self.concurrency, allow_none=False)
+        _check_positive_int("rpm", self.rpm, allow_none=True)
+        _check_positive_int("tpm", self.tpm, allow_none=True)
+        if self.on_store_error not in ("local", "fail"):
+            raise ValueError(
+                f"on_store_error must be 'local' or 'fail', got {self.on_store_error!r}"
+            )
+        if self.store is not None:
+            _check_store_url(self.store)
+
+    def __repr__(self) -> str:
+        # The store URL may hold a password, so only its scheme and host are shown.
+        store = "" if self.store is None else f", store={_redacted(self.store)!r}"
+        return (
+            f"Limits(concurrency={self.concurrency}, rpm={self.rpm!r}, tpm={self.tpm!r}"
+            f"{store}, on_store_error={self.on_store_error!r})"
+        )
+
+    @property
+    def learns(self) -> bool:
+        """True when RPM or TPM is to be learned from headers."""
+        return self.rpm is LEARN or self.tpm is LEARN
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retry:
+    """How failed requests are retried, in the transport, before the SDK sees them.
+
+    Retried: 408, 409, 429, 5xx, timeouts and connection errors. Never retried: any other
+    4xx (400, 401, 403, 404, 422...). A response already handed to the SDK is never
+    retried, so a stream that has begun yielding tokens is never restarted.
+
+    Args:
+        attempts: tries per request, the first one included (1 turns retries off).
+        backoff: seconds; the wait before retry *n* is uniform in ``[0, backoff * 2**(n-1)]``
+            (exponential backoff with full jitter), at most ``max_wait``.
+        max_wait: the longest single wait. A server's ``retry-after``/``retry-after-ms``
+            replaces the backoff, capped by this too.
+
+    Raises:
+        ValueError: ``attempts`` below 1, or a negative or non-finite wait.
+    """
+
+    attempts: int = DEFAULT_ATTEMPTS
+    backoff: float = DEFAULT_BACKOFF
+    max_wait: float = DEFAULT_MAX_WAIT
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise ValueError(  # noqa: TRY004 - one error type for any bad setting, as for rpm
+                f"attempts must be a whole number of at least 1, got {self.attempts!r}"
+            )
+        if self.attempts < 1:
+            raise ValueError(
+                f"attempts must be at least 1 (1 means no retries), got {self.attempts!r}"
+            )
+        for name in ("backoff", "max_wait"):
+            _check_seconds(name, getattr(self, name))
+
+
+def _check_positive_int(name: str, value: object, *, allow_none: bool) -> None:
+    if value is LEARN or (allow_none and value is None):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        tail = ", or None for no limit" if allow_none else ""
+        raise ValueError(f"{name} must be positive{tail}; got {value!r}")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+
+
+def _check_store_url(url: object) -> None:
+    if not isinstance(url, str):
+        raise ValueError(  # noqa: TRY004 - one error type for any bad setting
+            f"store must be a URL string such as 'redis://host:6379/0', got {url!r}"
+        )
+    scheme = urlsplit(url).scheme
+    if scheme not in _STORE_SCHEMES:
+        raise ValueError(
+            f"store URL scheme {scheme!r} is not supported; use redis://host:port/db, "
+            "rediss:// for TLS, or unix:///path/to/redis.sock"
+        )
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

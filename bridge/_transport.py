@@ -1,0 +1,505 @@
+"""Where every HTTP request meets admission control: httpx2 transports that wrap another.
+
+``AdmissionTransport`` (async) and ``SyncAdmissionTransport`` wrap the transport that does
+the I/O. For each request they find the endpoint's controller, estimate its tokens, wait
+for admission, send, learn from the response, and retry what is worth retrying (with
+tenacity). A response handed back to the SDK is never retried: a non-streaming body is
+read here first (for ``usage``), and a stream is given to the caller as it arrives, so a
+stream that has begun yielding is never restarted.
+
+The official ``openai`` and ``anthropic`` SDKs are built on ``httpx2``, so these are
+``httpx2`` transports. The inner async transport is made per event loop, on first use,
+because aiohttp sessions and connection pools belong to the loop that made them; the
+bridge closes them as its loop closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import threading
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, Literal, NoReturn
+
+import httpx2
+import tenacity
+
+from ._admission import Controller, Ticket, controller_for, endpoint_of, retry_after
+from ._errors import ForeignLoopError
+from ._limits import Limits, Retry
+from ._runner import add_close_hook, is_bridge_loop
+
+__all__ = ["AdmissionTransport", "SyncAdmissionTransport", "TransportChoice"]
+
+logger = logging.getLogger(__name__)
+
+TransportChoice = Literal["auto", "aiohttp", "httpx"]
+
+#: Statuses worth another attempt; every other 4xx is the caller's to fix.
+RETRY_STATUSES = frozenset({408, 409, 429, *range(500, 600)})
+#: Reply tokens assumed when a request names no ``max_tokens`` (settled from ``usage``).
+DEFAULT_COMPLETION_ESTIMATE = 256
+#: Connection pool of the inner transports: the SDKs' own defaults.
+POOL_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+
+_USAGE_NUMBER = re.compile(
+    rb'"(prompt_tokens|input_tokens|completion_tokens|output_tokens)":\s*(\d+)'
+)
+
+
+class RetryableStatusError(Exception):
+    """An attempt got a status worth retrying (internal to the retry loop)."""
+
+    def __init__(self, status: int, wait: float | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after = wait
+
+
+class _Wait(tenacity.wait.wait_base):
+    """Full-jitter exponential backoff, replaced by the server's ``retry-after`` if it sent one."""
+
+    def __init__(self, retry: Retry) -> None:
+        self._cap = retry.max_wait
+        self._backoff = tenacity.wait_random_exponential(
+            multiplier=retry.backoff, max=retry.max_wait
+        )
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        hint = None if outcome is None else getattr(outcome.exception(), "retry_after", None)
+        if hint is not None:
+            return float(min(hint, self._cap))
+        return float(self._backoff(retry_state))
+
+
+def _retrying_kwargs(retry: Retry, label: str) -> dict[str, Any]:
+    return {
+        "stop": tenacity.stop_after_attempt(retry.attempts),
+        "wait": _Wait(retry),
+        "retry": tenacity.retry_if_exception_type((RetryableStatusError, httpx2.TransportError)),
+        "reraise": True,
+        "before_sleep": lambda state: _log_retry(state, label, retry.attempts),
+    }
+
+
+def _log_retry(state: tenacity.RetryCallState, label: str, attempts: int) -> None:
+    outcome = state.outcome
+    exc = None if outcome is None else outcome.exception()
+    what = f"HTTP {exc.status}" if isinstance(exc, RetryableStatusError) else type(exc).__name__
+    wait = state.upcoming_sleep
+    logger.info(
+        "%s: %s, retry %d of %d in %.3f s",
+        label,
+        what,
+        state.attempt_number,
+        attempts - 1,
+        wait,
+        extra={"bridge_retry_wait": wait, "bridge_retry_reason": what},
+    )
+
+
+# -- async --------------------------------------------------------------------------------
+
+
+class AdmissionTransport(httpx2.AsyncBaseTransport):
+    """An async transport that admits, paces and retries every request.
+
+    Args:
+        limits: the endpoint's limits (the first configuration of an endpoint wins).
+        retry: the retry policy.
+        inner: ``"auto"`` (aiohttp when installed, else httpx2's own), ``"aiohttp"``,
+            ``"httpx"``, or a transport you built. A transport you pass is used on any
+            loop, and closed by :meth:`aclose`; the ones made here belong to bridge loops.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        retry: Retry,
+        inner: TransportChoice | httpx2.AsyncBaseTransport = "auto",
+    ) -> None:
+        self._limits = limits
+        self._retry = retry
+        self._given = inner if isinstance(inner, httpx2.AsyncBaseTransport) else None
+        self._choice: TransportChoice = "auto" if self._given is not None else inner  # type: ignore[assignment]
+        if self._given is None:
+            check_choice(self._choice)
+        self._inners: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, httpx2.AsyncBaseTransport
+        ]
+        self._inners = weakref.WeakKeyDictionary()
+        _async_transports.add(self)
+
+    def __repr__(self) -> str:
+        return f"<AdmissionTransport {self._limits!r} {self._retry!r}>"
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        controller = self._controller(request)
+        tokens = estimate_tokens(request, self._limits)
+        inner = self._inner()
+        label = controller.endpoint.label
+        async for attempt in tenacity.AsyncRetrying(**_retrying_kwargs(self._retry, label)):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    controller.stats.add(retries=1)
+                last = attempt.retry_state.attempt_number >= self._retry.attempts
+                return await self._attempt(controller, inner, request, tokens, last=last)
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+    async def _attempt(
+        self,
+        controller: Controller,
+        inner: httpx2.AsyncBaseTransport,
+        request: httpx2.Request,
+        tokens: int,
+        *,
+        last: bool,
+    ) -> httpx2.Response:
+        ticket = await controller.admit_async(tokens)
+        try:
+            response = await inner.handle_async_request(request)
+            controller.on_response(ticket, response.status_code, response.headers)
+            if response.status_code in RETRY_STATUSES and not last:
+                await _discard_async(response)
+                _retry_status(response)
+            if not _is_stream(response):
+                await response.aread()
+                _settle(controller, ticket, response.content)
+        except BaseException:
+            controller.finish(ticket)
+            raise
+        if _is_stream(response):
+            response.stream = _AsyncMeteredStream(response.stream, controller, ticket)
+        else:
+            controller.finish(ticket)
+        return response
+
+    def _controller(self, request: httpx2.Request) -> Controller:
+        return controller_for(endpoint_of(str(request.url), _secret(request.headers)), self._limits)
+
+    def _inner(self) -> httpx2.AsyncBaseTransport:
+        if self._given is not None:
+            return self._given
+        loop = asyncio.get_running_loop()
+        inner = self._inners.get(loop)
+        if inner is None:
+            if not is_bridge_loop(loop):
+                raise ForeignLoopError(
+                    "this client was made by bridge.openai()/anthropic()/http_client() and its "
+                    "connections live on the bridge's event loop; call it through "
+                    "bridge.run()/gather()/map(), or pass transport=httpx2.AsyncHTTPTransport() "
+                    "to use it on your own loop (and close it yourself)"
+                )
+            inner = self._inners[loop] = make_async_inner(self._choice)
+        return inner
+
+    async def aclose(self) -> None:
+        """Close the inner transport of the running loop (or the one you passed)."""
+        if self._given is not None:
+            await self._given.aclose()
+            return
+        inner = self._inners.pop(asyncio.get_running_loop(), None)
+        if inner is not None:
+            await inner.aclose()
+
+    async def aclose_for(self, loop: asyncio.AbstractEventLoop) -> None:
+        inner = self._inners.pop(loop, None)
+        if inner is not None:
+            await inner.aclose()
+
+    def _forget(self) -> None:
+        _abandoned.extend(self._inners.values())
+        self._inners = weakref.WeakKeyDictionary()
+
+
+class _AsyncMeteredStream(httpx2.AsyncByteStream):
+    """A streamed body passed through as it arrives; at its end, usage is counted."""
+
+    def __init__(self, inner: Any, controller: Controller, ticket: Ticket) -> None:
+        self._inner = inner
+        self._controller = controller
+        self._ticket = ticket
+        self._usage = _UsageScanner()
+        self._done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            self._usage.feed(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        if not self._done:
+            self._done = True
+            self._controller.settle_tokens(self._ticket, *self._usage.totals())
+            self._controller.finish(self._ticket)
+
+
+async def _discard_async(response: httpx2.Response) -> None:
+    with contextlib.suppress(httpx2.HTTPError):
+        await response.aread()
+    await response.aclose()
+
+
+# -- sync ------------------------------------------------------------------------------------
+
+
+class SyncAdmissionTransport(httpx2.BaseTransport):
+    """The blocking twin of :class:`AdmissionTransport`, for sync SDK clients in threads."""
+
+    def __init__(
+        self, *, limits: Limits, retry: Retry, inner: httpx2.BaseTransport | None = None
+    ) -> None:
+        self._limits = limits
+        self._retry = retry
+        self._given = inner
+        self._inner_made: httpx2.BaseTransport | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        _sync_transports.add(self)
+
+    def __repr__(self) -> str:
+        return f"<SyncAdmissionTransport {self._limits!r} {self._retry!r}>"
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        url, secret = str(request.url), _secret(request.headers)
+        controller = controller_for(endpoint_of(url, secret), self._limits)
+        tokens = estimate_tokens(request, self._limits)
+        inner = self._inner()
+        for attempt in tenacity.Retrying(
+            **_retrying_kwargs(self._retry, controller.endpoint.label)
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    controller.stats.add(retries=1)
+                last = attempt.retry_state.attempt_number >= self._retry.attempts
+                return self._attempt(controller, inner, request, tokens, last=last)
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+    def _attempt(
+        self,
+        controller: Controller,
+        inner: httpx2.BaseTransport,
+        request: httpx2.Request,
+        tokens: int,
+        *,
+        last: bool,
+    ) -> httpx2.Response:
+        ticket = controller.admit_sync(tokens)
+        try:
+            response = inner.handle_request(request)
+            controller.on_response(ticket, response.status_code, response.headers)
+            if response.status_code in RETRY_STATUSES and not last:
+                _discard_sync(response)
+                _retry_status(response)
+            if not _is_stream(response):
+                response.read()
+                _settle(controller, ticket, response.content)
+        except BaseException:
+            controller.finish(ticket)
+            raise
+        if _is_stream(response):
+            response.stream = _SyncMeteredStream(response.stream, controller, ticket)
+        else:
+            controller.finish(ticket)
+        return response
+
+    def _inner(self) -> httpx2.BaseTransport:
+        if self._given is not None:
+            return self._given
+        with self._lock:
+            if self._pid != os.getpid():
+                # Forked: the pool's sockets are the parent's. Keep them untouched.
+                _abandoned.append(self._inner_made)
+                self._inner_made, self._pid = None, os.getpid()
+            if self._inner_made is None:
+                self._inner_made = httpx2.HTTPTransport(limits=POOL_LIMITS)
+            return self._inner_made
+
+    def close(self) -> None:
+        inner = self._given or self._inner_made
+        self._inner_made = None
+        if inner is not None:
+            inner.close()
+
+
+class _SyncMeteredStream(httpx2.SyncByteStream):
+    def __init__(self, inner: Any, controller: Controller, ticket: Ticket) -> None:
+        self._inner = inner
+        self._controller = controller
+        self._ticket = ticket
+        self._usage = _UsageScanner()
+        self._done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._inner:
+            self._usage.feed(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            if not self._done:
+                self._done = True
+                self._controller.settle_tokens(self._ticket, *self._usage.totals())
+                self._controller.finish(self._ticket)
+
+
+def _discard_sync(response: httpx2.Response) -> None:
+    with contextlib.suppress(httpx2.HTTPError):
+        response.read()
+    response.close()
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+
+
+def check_choice(choice: object) -> None:
+    if choice not in ("auto", "aiohttp", "httpx"):
+        raise ValueError(
+            f"transport must be 'auto', 'aiohttp', 'httpx' or an httpx2.AsyncBaseTransport, "
+            f"got {choice!r}"
+        )
+
+
+def make_async_inner(choice: TransportChoice) -> httpx2.AsyncBaseTransport:
+    """The transport that does the I/O: aiohttp's when installed (faster), else httpx2's."""
+    if choice in ("auto", "aiohttp"):
+        aiohttp_transport = _aiohttp_transport_class()
+        if aiohttp_transport is not None:
+            transport: httpx2.AsyncBaseTransport = aiohttp_transport(limits=POOL_LIMITS)
+            return transport
+        if choice == "aiohttp":
+            raise ImportError(
+                "transport='aiohttp' needs aiohttp and the SDK's aiohttp adapter: "
+                "pip install 'openai[aiohttp]' (or use transport='httpx')"
+            )
+        logger.debug("aiohttp transport unavailable; using httpx2's own")
+    return httpx2.AsyncHTTPTransport(limits=POOL_LIMITS)
+
+
+def aiohttp_available() -> bool:
+    return _aiohttp_transport_class() is not None
+
+
+def _aiohttp_transport_class() -> Any:
+    # The SDKs vendor the httpx2 flavour of httpx-aiohttp (their `aiohttp` extra).
+    for module in ("openai._vendor.httpx_aiohttp", "anthropic._vendor.httpx_aiohttp"):
+        try:
+            found = __import__(module, fromlist=["AiohttpTransport"])
+        except ImportError:
+            continue
+        return found.AiohttpTransport
+    return None
+
+
+def _secret(headers: Mapping[str, str]) -> str:
+    """The API key a request carries (hashed by the caller, never stored)."""
+    key = headers.get("x-api-key") or headers.get("api-key")
+    if key:
+        return key
+    auth = headers.get("authorization", "")
+    return auth[7:] if auth[:7].lower() == "bearer " else auth
+
+
+def _retry_status(response: httpx2.Response) -> NoReturn:
+    raise RetryableStatusError(response.status_code, retry_after(response.headers))
+
+
+def _is_stream(response: httpx2.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("text/event-stream")
+
+
+def estimate_tokens(request: httpx2.Request, limits: Limits) -> int:
+    """Prompt characters / 4 (per message, rounded up) plus ``max_tokens`` or a default."""
+    if limits.tpm is None or request.method != "POST":
+        return 0
+    try:
+        body = json.loads(request.content)
+    except (ValueError, UnicodeDecodeError, httpx2.RequestNotRead):
+        return 0
+    if not isinstance(body, dict):
+        return 0
+    texts = [*_texts(body.get("messages")), *_texts(body.get("system")), *_texts(body.get("input"))]
+    prompt = sum(math.ceil(len(t) / 4) for t in texts)
+    if "input" in body and "messages" not in body:  # embeddings: no reply tokens
+        return prompt
+    reply = body.get("max_tokens") or body.get("max_completion_tokens")
+    return prompt + (reply if isinstance(reply, int) else DEFAULT_COMPLETION_ESTIMATE)
+
+
+def _texts(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+    elif isinstance(value, dict):
+        for key in ("content", "text"):
+            yield from _texts(value.get(key))
+
+
+class _UsageScanner:
+    """Finds ``usage`` numbers in a body or an SSE stream, without parsing every chunk."""
+
+    def __init__(self) -> None:
+        self.prompt: int | None = None
+        self.completion: int | None = None
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._tail + chunk
+        if b"_tokens" in data:
+            for name, number in _USAGE_NUMBER.findall(data):
+                if name in (b"prompt_tokens", b"input_tokens"):
+                    self.prompt = max(self.prompt or 0, int(number))
+                else:
+                    self.completion = int(number)
+        self._tail = data[-40:]
+
+    def totals(self) -> tuple[int | None, int | None]:
+        return self.prompt, self.completion
+
+
+def _settle(controller: Controller, ticket: Ticket, content: bytes) -> None:
+    scanner = _UsageScanner()
+    scanner.feed(content)
+    controller.settle_tokens(ticket, *scanner.totals())
+
+
+# -- lifecycle: close with the bridge's loop, forget after fork ---------------------------------
+
+_async_transports: weakref.WeakSet[AdmissionTransport] = weakref.WeakSet()
+_sync_transports: weakref.WeakSet[SyncAdmissionTransport] = weakref.WeakSet()
+# Inner transports inherited across a fork: closing them would touch the parent's sockets,
+# and letting aiohttp sessions be collected makes them warn, so the child keeps them.
+_abandoned: list[object] = []
+
+
+async def _close_for_loop(loop: asyncio.AbstractEventLoop) -> None:
+    for transport in list(_async_transports):
+        await transport.aclose_for(loop)
+
+
+def _after_fork_in_child() -> None:
+    for transport in list(_async_transports):
+        transport._forget()
+
+
+add_close_hook(_close_for_loop)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
