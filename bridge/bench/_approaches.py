@@ -190,21 +190,24 @@ def anyio_portal(endpoint: Endpoint, prompts: Sequence[str], concurrency: int) -
 # -- 6. and 7. the bridge ----------------------------------------------------------------
 
 
-def bridge_client(endpoint: Endpoint, concurrency: int, **limits: Any) -> Any:
-    """``bridge.openai()`` when admission control is installed; else the SDK's aiohttp client."""
-    factory = getattr(bridge, "openai", None)
-    if factory is not None:
-        options: dict[str, Any] = {}
-        if limits:
-            options["limits"] = bridge.Limits(**limits)
-        return factory(base_url=endpoint.base_url, api_key=endpoint.api_key, **options)
-    return _async_client(endpoint, aiohttp=True, concurrency=concurrency)
+def bridge_client(endpoint: Endpoint, concurrency: int) -> Any:
+    """``bridge.openai()`` with its default (aiohttp) transport, sized for ``concurrency``.
+
+    The endpoint's cap is raised to the workload's concurrency, as a user running 1,000
+    calls at once would; rpm and tpm stay at their default, learned from the headers.
+    """
+    limits = bridge.Limits(concurrency=max(concurrency, bridge.Limits().concurrency))
+    return bridge.openai(base_url=endpoint.base_url, api_key=endpoint.api_key, limits=limits)
 
 
 def bridge_map(endpoint: Endpoint, prompts: Sequence[str], concurrency: int) -> list[Any]:
     client = bridge_client(endpoint, concurrency)
+
+    async def one(prompt: str) -> Any:
+        return await _aguard(client, endpoint, prompt)
+
     try:
-        return bridge.map(lambda p: _aguard(client, endpoint, p), prompts, concurrency=concurrency)
+        return bridge.map(one, prompts, concurrency=concurrency)
     finally:
         bridge.run(client.close())
 
@@ -281,8 +284,8 @@ def run_approach(
     name: str, endpoint: Endpoint, prompts: Sequence[str], concurrency: int, *, warm_up: bool = True
 ) -> Outcome:
     """Time one approach on ``prompts``, after an untimed call that pays its import costs."""
-    if warm_up:
-        APPROACHES[name](endpoint, prompts[:1], 1)
+    if warm_up:  # same concurrency: the bridge's endpoint limits are set by their first use
+        APPROACHES[name](endpoint, prompts[:1], concurrency)
     start = time.perf_counter()
     results = APPROACHES[name](endpoint, prompts, concurrency)
     return outcome(prompts, results, time.perf_counter() - start)

@@ -146,11 +146,15 @@ def _run(args: argparse.Namespace, mode: Mode) -> dict[str, Any]:
             return results
         total = sum(SCENARIOS[key].steps(mode) for key in args.scenario)
         task = progress.add_task("bench", total=total)
+        started = time.perf_counter()
         for key in args.scenario:
+            began = time.perf_counter()
             try:
                 results[key] = SCENARIOS[key].run(mode, _stepper(progress, task, key))
             except ServerStartError as exc:
                 raise _StartError(f"the simulated server did not start: {exc}") from None
+            results[key]["elapsed_s"] = round(time.perf_counter() - began, 1)
+        results["meta"]["elapsed_s"] = round(time.perf_counter() - started, 1)
     return results
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import bridge
 from bridge.testing import SimulatedServer, expected_digest, serve
 
+from ._targets import target
+
 __all__ = ["Result", "scenario", "scenarios"]
 
 
@@ -134,7 +136,9 @@ def scenarios(
 
 def scenario(mode: Any, progress: Callable[[str], None]) -> dict[str, Any]:
     """Scenario (d) of the main bench: ``mode.pick(quick, default, full)`` sizes it."""
-    calls, rpm = mode.pick(60, 300, 300), 1200
+    # 150 calls (7.5 s at the limit) keep the default bench near its 2-minute budget; the
+    # ratio targets do not depend on the size, and --full runs the issue's 300.
+    calls, rpm = mode.pick(60, 150, 300), 1200
     progress(f"{calls} calls against rpm={rpm}: naive, configured, learned")
     with serve(port=mode.port, rpm=rpm, latency=0.5, jitter=0.1) as server:
         results = scenarios(server, calls, rpm)
@@ -160,24 +164,13 @@ def scenario(mode: Any, progress: Callable[[str], None]) -> dict[str, Any]:
             )
         },
         "targets": [
-            _target("configured: failed", configured.failed, 0, at_least=False),
-            _target("configured: 429 share", configured.rate_limited / calls, 0.02, at_least=False),
-            _target("configured: wall / ideal", configured.ratio, 1.10, at_least=False),
-            _target("learned: failed", learned.failed, 0, at_least=False),
-            _target("learned: wall / ideal", learned.ratio, 1.30, at_least=False),
-            _target("naive: failed (recorded, no target)", naive_run.failed, calls, at_least=False),
+            target("configured: failed", configured.failed, 0, at_least=False),
+            target("configured: 429 share", configured.rate_limited / calls, 0.02, at_least=False),
+            target("configured: wall / ideal", configured.ratio, 1.10, at_least=False),
+            target("learned: failed", learned.failed, 0, at_least=False),
+            target("learned: wall / ideal", learned.ratio, 1.30, at_least=False),
+            target("naive: failed (recorded, no target)", naive_run.failed, calls, at_least=False),
         ],
-    }
-
-
-def _target(name: str, value: float, limit: float, *, at_least: bool) -> dict[str, Any]:
-    met = value >= limit if at_least else value <= limit
-    return {
-        "name": name,
-        "value": round(value, 3),
-        "limit": limit,
-        "kind": "at least" if at_least else "at most",
-        "met": met,
     }
 
 
