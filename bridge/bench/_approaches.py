@@ -8,6 +8,7 @@ returns wrong or missing answers cannot win.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -44,10 +45,14 @@ class Outcome:
     ok: int
     failed: int
     errors: dict[str, int]
+    # CPU seconds this process spent, all its threads together: the cost of the approach
+    # itself, and far steadier than wall time on a machine shared with other work.
+    cpu_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "wall_s": round(self.wall_s, 4),
+            "cpu_s": round(self.cpu_s, 4),
             "ok": self.ok,
             "failed": self.failed,
             "errors": self.errors,
@@ -286,6 +291,9 @@ def run_approach(
     """Time one approach on ``prompts``, after an untimed call that pays its import costs."""
     if warm_up:  # same concurrency: the bridge's endpoint limits are set by their first use
         APPROACHES[name](endpoint, prompts[:1], concurrency)
-    start = time.perf_counter()
+    gc.collect()  # so no approach pays for the garbage the one before it left
+    start, cpu = time.perf_counter(), time.process_time()
     results = APPROACHES[name](endpoint, prompts, concurrency)
-    return outcome(prompts, results, time.perf_counter() - start)
+    result = outcome(prompts, results, time.perf_counter() - start)
+    result.cpu_s = time.process_time() - cpu
+    return result

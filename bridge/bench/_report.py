@@ -15,6 +15,7 @@ _FIGURE = {
     "peak RSS MB": "peak_rss_mb",
     "µs per call": "us_per_call",
     "'Event loop is closed' errors": "event_loop_closed",
+    "failed calls": "failed",
 }
 
 
