@@ -412,6 +412,11 @@ class Controller:
             fresh.level = min(fresh.capacity, bucket.level)
         return fresh
 
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether requests must estimate their tokens: a TPM limit is in force or shared."""
+        return self._tpm is not None or (self._store is not None and self.limits.tpm is not None)
+
     # -- introspection ---------------------------------------------------------------------
 
     @property

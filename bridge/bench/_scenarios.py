@@ -123,8 +123,11 @@ def throughput(mode: Mode, progress: Progress) -> dict[str, Any]:
     failed: dict[str, int] = dict.fromkeys(names, 0)
     with _server(mode, latency=0.0) as endpoint:
         prompts = make_prompts(n)
-        for _ in range(rounds):  # interleaved, so load on the machine hits every approach
-            for name in names:
+        for round_number in range(rounds):
+            # Interleaved and rotated, so neither a burst of load from elsewhere nor a fixed
+            # running order favours any approach.
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
                 progress(name)
                 result = run_approach(name, endpoint, prompts, concurrency)
                 walls[name].append(result.wall_s)
