@@ -63,9 +63,9 @@ def _run_all(
 def headline(mode: Mode, progress: Progress, endpoint: Endpoint | None = None) -> dict[str, Any]:
     n, concurrency = mode.pick(30, 100, 100), 10
     latency = mode.pick(0.1, 0.4, 4.0)
-    # A sequential loop's wall is the sum of its calls: in the default run it makes 15 of
+    # A sequential loop's wall is the sum of its calls: in the default run it makes 10 of
     # them and its wall is scaled up, and the JSON says so ("extrapolated").
-    seq_n = mode.pick(10, 15, 100)
+    seq_n = mode.pick(10, 10, 100)
     with _maybe_server(endpoint, mode, latency=latency) as where:
         approaches = _run_all(
             ["thread_pool", "asyncio_gather", "asgiref_per_batch", "anyio_portal", "bridge"],
@@ -264,7 +264,7 @@ def round_trip(mode: Mode, progress: Progress) -> dict[str, Any]:
     progress("all five, interleaved")
     # Many short rounds and their median: a burst of load from elsewhere on the machine
     # then spoils a few rounds of one approach instead of shifting a whole approach.
-    calls, rounds = mode.pick(200, 300, 500), mode.pick(3, 21, 41)
+    calls, rounds = mode.pick(200, 300, 500), mode.pick(3, 15, 41)
     micros = measure(calls=calls, rounds=rounds)
     approaches = {name: {"us_per_call": round(value, 2)} for name, value in micros.items()}
     ours = micros["bridge.run"]

@@ -136,9 +136,9 @@ def scenarios(
 
 def scenario(mode: Any, progress: Callable[[str], None]) -> dict[str, Any]:
     """Scenario (d) of the main bench: ``mode.pick(quick, default, full)`` sizes it."""
-    # 150 calls (7.5 s at the limit) keep the default bench near its 2-minute budget; the
+    # 120 calls (6 s at the limit) keep the default bench within its 2-minute budget; the
     # ratio targets do not depend on the size, and --full runs the issue's 300.
-    calls, rpm = mode.pick(40, 150, 300), 1200
+    calls, rpm = mode.pick(40, 120, 300), 1200
     progress(f"{calls} calls against rpm={rpm}: naive, configured, learned")
     with serve(port=mode.port, rpm=rpm, latency=0.5, jitter=0.1) as server:
         results = scenarios(server, calls, rpm)
