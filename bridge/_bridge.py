@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from ._calls import Call, wait_until
+from ._compat import gevent_patched
 from ._errors import BridgeClosedError, ReentrancyError
 from ._iterators import AsyncIteratorBridge, CloseableIterator, IMapIterator
 from ._runner import LoopRunner
@@ -41,6 +42,12 @@ P = ParamSpec("P")
 
 logger = logging.getLogger(__name__)
 
+# _sensitive.attach: (coro, on_discard) -> (coro to run instead, its notifier, on_discard)
+_Attach = Callable[
+    [Coroutine[Any, Any, Any], Callable[[], None] | None],
+    tuple[Coroutine[Any, Any, Any], Notifier, Callable[[], None]],
+]
+
 #: Tasks a call runs at once when it names no ``concurrency``. The semaphore is not
 #: optional: 5,000 unbounded requests meet a wall of 429s, 16 keep a typical key busy.
 DEFAULT_CONCURRENCY = 16
@@ -61,6 +68,9 @@ class Bridge:
         threads: size of the pool that runs plain callables (default 32).
         cancel_timeout: seconds a timed-out or interrupted call may spend cleaning up.
         name: prefix of the loop and pool thread names.
+        thread_sensitive: run the ``sync_to_async(thread_sensitive=True)`` work of a call's
+            coroutine (Django's async ORM) on the calling thread while it waits, as
+            ``async_to_sync`` does; needs asgiref. ``bridge.django`` turns it on.
     """
 
     def __init__(
@@ -70,6 +80,7 @@ class Bridge:
         threads: int = DEFAULT_THREADS,
         cancel_timeout: float = DEFAULT_CANCEL_TIMEOUT,
         name: str = "bridge",
+        thread_sensitive: bool = False,
     ) -> None:
         self._concurrency = check_concurrency(concurrency, DEFAULT_CONCURRENCY)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -78,6 +89,13 @@ class Bridge:
         # Every open bridge is closed at interpreter exit; see _runner._close_all.
         self._runner = LoopRunner(threads=threads, name=name, close_timeout=self._cancel_timeout)
         self._threads = threads
+        # Off: None, so the submit path pays one attribute test. asgiref loads only if on.
+        self._attach: _Attach | None = None
+        if thread_sensitive:
+            from . import _sensitive  # noqa: PLC0415 - imports asgiref, an optional dependency
+
+            _sensitive.check_supported()
+            self._attach = _sensitive.attach
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self._runner.started else "idle"
@@ -90,6 +108,10 @@ class Bridge:
     @property
     def threads(self) -> int:
         return self._threads
+
+    @property
+    def thread_sensitive(self) -> bool:
+        return self._attach is not None
 
     @property
     def closed(self) -> bool:
@@ -119,6 +141,13 @@ class Bridge:
             if on_discard is not None:
                 on_discard()
             raise
+        if self._attach is not None and finished is None and not gevent_patched():
+            # Thread-sensitive (see _sensitive.py): the executor that runs the task's
+            # sync_to_async work on this thread replaces ``done``, so every wait below
+            # (_run_until, _settle) runs that work. imap's shared notifier and gevent's
+            # hub cannot wait that way, so they keep the plain path.
+            done.close()
+            coro, done, on_discard = self._attach(coro, on_discard)
         return Call(self._runner, loop, coro, ctx, done, finished=finished, on_discard=on_discard)
 
     def _usable_loop(self, where: str) -> asyncio.AbstractEventLoop:

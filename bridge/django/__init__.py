@@ -1,0 +1,23 @@
+"""Django integration: ``INSTALLED_APPS += ["bridge.django"]``.
+
+On start-up the app configures the process default bridge from the ``BRIDGE`` setting
+and makes it thread-sensitive, so that a coroutine a sync view runs through the bridge
+may use the async ORM (``aget``, ``acreate``...) and ``sync_to_async``: those calls run
+on the view's own thread, with its database connection and transaction::
+
+    BRIDGE = {
+        "concurrency": 10,
+        "threads": 32,
+        "limits": {"https://api.openai.com/v1": {"rpm": 500, "concurrency": 20}},
+        "store": "redis://127.0.0.1:6379/0",
+    }
+
+A system check reports bad ``BRIDGE`` settings. :func:`openai` and :func:`anthropic`
+build clients with the limits configured for their base URL. See docs/django.md.
+"""
+
+from __future__ import annotations
+
+from ._settings import limits_for, openai
+
+__all__ = ["limits_for", "openai"]

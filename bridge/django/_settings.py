@@ -1,0 +1,185 @@
+"""The ``BRIDGE`` setting: read, checked, and turned into a bridge and per-endpoint limits.
+
+Every problem is found by one function, :func:`problems`, so the system check and
+``ready()`` can never disagree about what is valid.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core import checks
+
+from .._bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS
+from .._limits import Limits
+
+if TYPE_CHECKING:
+    import openai as openai_sdk
+
+__all__ = [
+    "BridgeSettings",
+    "check_bridge_settings",
+    "limits_for",
+    "openai",
+    "problems",
+    "read_settings",
+]
+
+_KEYS = ("concurrency", "limits", "store", "thread_sensitive", "threads")
+_OPENAI_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """The ``BRIDGE`` setting, checked, with its defaults filled in."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    threads: int = DEFAULT_THREADS
+    thread_sensitive: bool = True
+    limits: Mapping[str, Limits] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    msg: str
+    hint: str
+
+
+def problems(raw: object) -> list[Problem]:
+    """Everything wrong with a ``BRIDGE`` value, each with what to do instead."""
+    if not isinstance(raw, Mapping):
+        return [
+            Problem(
+                "bridge.E001",
+                f"BRIDGE must be a dict, got {type(raw).__name__}.",
+                'Use BRIDGE = {"concurrency": 10, ...}, or remove the setting.',
+            )
+        ]
+    found = [
+        Problem(
+            "bridge.E002",
+            f"BRIDGE has an unknown key {key!r}.",
+            f"The keys are {', '.join(map(repr, _KEYS))}.",
+        )
+        for key in raw
+        if key not in _KEYS
+    ]
+    for key in ("concurrency", "threads"):
+        value = raw.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            found.append(
+                Problem(
+                    "bridge.E003",
+                    f"BRIDGE[{key!r}] must be a whole number of at least 1, got {value!r}.",
+                    f"Set BRIDGE[{key!r}] = 10, or leave it out for the default.",
+                )
+            )
+    if not isinstance(raw.get("thread_sensitive", True), bool):
+        found.append(
+            Problem(
+                "bridge.E003",
+                "BRIDGE['thread_sensitive'] must be True or False.",
+                "Leave it out: True is what the ORM needs.",
+            )
+        )
+    store = raw.get("store")
+    if store is not None:
+        try:
+            Limits(store=store)
+        except ValueError as exc:
+            found.append(
+                Problem(
+                    "bridge.E004",
+                    f"BRIDGE['store'] is invalid: {exc}.",
+                    "Use a URL such as 'redis://127.0.0.1:6379/0'.",
+                )
+            )
+    return found + _limits_problems(raw.get("limits", {}), store)
+
+
+def _limits_problems(limits: object, store: object) -> list[Problem]:
+    hint = 'Use {"https://api.openai.com/v1": {"rpm": 500, "concurrency": 20}}.'
+    if not isinstance(limits, Mapping):
+        return [
+            Problem(
+                "bridge.E005",
+                f"BRIDGE['limits'] must map base URLs to limits, got {type(limits).__name__}.",
+                hint,
+            )
+        ]
+    found = []
+    for url, value in limits.items():
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            found.append(
+                Problem("bridge.E005", f"BRIDGE['limits'] key {url!r} is not a base URL.", hint)
+            )
+            continue
+        try:
+            _make_limits(value, store if isinstance(store, str) else None)
+        except (TypeError, ValueError) as exc:
+            found.append(
+                Problem(
+                    "bridge.E005",
+                    f"BRIDGE['limits'][{url!r}] is invalid: {exc}.",
+                    "Pass bridge.Limits keywords: concurrency, rpm, tpm, store, on_store_error.",
+                )
+            )
+    return found
+
+
+def _make_limits(value: object, store: str | None) -> Limits:
+    if isinstance(value, Limits):
+        limits = value
+    elif isinstance(value, Mapping):
+        limits = Limits(**value)
+    else:
+        raise TypeError(f"expected a dict or a bridge.Limits, got {type(value).__name__}")
+    # The shared store applies to every endpoint that does not name its own.
+    return limits if limits.store is not None or store is None else replace(limits, store=store)
+
+
+def read_settings() -> BridgeSettings:
+    """``settings.BRIDGE``, checked; raises ValueError listing every problem."""
+    raw = getattr(settings, "BRIDGE", {})
+    if found := problems(raw):
+        raise ValueError(" ".join(p.msg for p in found))
+    store = raw.get("store")
+    return BridgeSettings(
+        concurrency=raw.get("concurrency", DEFAULT_CONCURRENCY),
+        threads=raw.get("threads", DEFAULT_THREADS),
+        thread_sensitive=raw.get("thread_sensitive", True),
+        limits={_normal(url): _make_limits(v, store) for url, v in raw.get("limits", {}).items()},
+    )
+
+
+def check_bridge_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The system check: one Error per problem in ``settings.BRIDGE``."""
+    raw = getattr(settings, "BRIDGE", {})
+    return [checks.Error(p.msg, hint=p.hint, id=p.id) for p in problems(raw)]
+
+
+def limits_for(base_url: str) -> Limits | None:
+    """The ``Limits`` configured for ``base_url`` in ``BRIDGE['limits']``, or None."""
+    return read_settings().limits.get(_normal(base_url))
+
+
+def openai(**kwargs: Any) -> openai_sdk.AsyncOpenAI:
+    """``bridge.openai(**kwargs)`` with the limits ``BRIDGE`` sets for its base URL.
+
+    The base URL is ``base_url``, else ``OPENAI_BASE_URL``, else OpenAI's own, as the
+    SDK resolves it.
+    """
+    from .._clients import openai as make  # noqa: PLC0415 - imports the openai SDK
+
+    url = kwargs.get("base_url") or os.environ.get("OPENAI_BASE_URL") or _OPENAI_URL
+    kwargs.setdefault("limits", limits_for(str(url)))
+    return make(**kwargs)
+
+
+def _normal(url: str) -> str:
+    return url.rstrip("/")

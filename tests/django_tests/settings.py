@@ -1,0 +1,36 @@
+"""Django settings for the bridge.django tests (installed by conftest.py, not globally)."""
+
+from __future__ import annotations
+
+import os
+
+SECRET_KEY = "tests-only"  # noqa: S105 - a test project's key
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+ROOT_URLCONF = "django_tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = ["bridge.django", "django_tests.notes"]
+MIDDLEWARE: list[str] = []
+
+DATABASES = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:", "ATOMIC_REQUESTS": True}
+}
+#: The alias the PostgreSQL tests use; conftest adds it only when they are to run.
+POSTGRES = {
+    "ENGINE": "django.db.backends.postgresql",
+    "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+    "PORT": os.environ.get("PGPORT", "5432"),
+    "NAME": os.environ.get("PGDATABASE", "test"),
+    "USER": os.environ.get("PGUSER", "postgres"),
+    "PASSWORD": os.environ.get("PGPASSWORD", ""),
+    "ATOMIC_REQUESTS": True,
+}
+
+BRIDGE = {
+    "concurrency": 8,
+    "threads": 8,
+    "limits": {"http://127.0.0.1:9/v1/": {"rpm": 600, "concurrency": 4}},
+}
+#: Where the streaming view's client points; the tests set it to the llm_server fixture.
+LLM_BASE_URL = "http://127.0.0.1:9/v1"

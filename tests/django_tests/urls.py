@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("write/<str:alias>", views.write_then_bridge),
+    path("stream", views.stream),
+]
