@@ -145,7 +145,12 @@ class _Gate:
             if waiter.state == _WAITING:
                 waiter.state = _GRANTED
                 self.active += 1
-                waiter.notify()
+                try:
+                    waiter.notify()
+                except RuntimeError:
+                    # Its loop was closed without cancelling it: the slot goes to the next.
+                    waiter.state = _CANCELLED
+                    self.active -= 1
 
     async def enter_async(self) -> None:
         loop = asyncio.get_running_loop()
@@ -317,12 +322,23 @@ class Controller:
         self.stats.latency(self._clock() - ticket.sent_at)
         self._gate.leave()
 
-    def on_response(self, ticket: Ticket, status: int, headers: Mapping[str, str]) -> None:
-        """Learn from a response's status and rate-limit headers."""
+    def on_response(
+        self,
+        ticket: Ticket,
+        status: int,
+        headers: Mapping[str, str],
+        *,
+        max_pause: float = math.inf,
+    ) -> None:
+        """Learn from a response's status and rate-limit headers.
+
+        A 429 pauses the endpoint for the server's ``retry-after``, at most ``max_pause``
+        seconds (the retry policy's ``max_wait``), so one absurd header cannot stall it.
+        """
         self._learn(ticket, headers)
         if status == 429:
             self.stats.add(rate_limited=1)
-            self.pause(retry_after(headers) or DEFAULT_PAUSE)
+            self.pause(min(retry_after(headers) or DEFAULT_PAUSE, max_pause))
         elif status < 400:
             self._succeeded()
         if self._probing:
@@ -357,6 +373,7 @@ class Controller:
                 self._last_decrease = now
                 self._cap = max(1, self._cap // 2)
                 self._streak = 0
+                self._apply_cap()
         if shrink:
             logger.info(
                 "%s: 429, pausing %.3f s; concurrency now %d",
@@ -364,8 +381,6 @@ class Controller:
                 seconds,
                 self._cap,
             )
-            if not self._probing:
-                self._gate.set_limit(self._cap)
 
     def _succeeded(self) -> None:
         with self._lock:
@@ -374,16 +389,21 @@ class Controller:
                 return
             self._streak = 0
             self._cap += 1
-            cap = self._cap
-        if not self._probing:
-            self._gate.set_limit(cap)
+            self._apply_cap()
 
     def _end_probe(self) -> None:
         with self._lock:
             if not self._probing:
                 return
             self._probing = False
-        self._gate.set_limit(self._cap)
+            self._apply_cap()
+
+    def _apply_cap(self) -> None:
+        # Under self._lock: two threads changing the cap must reach the gate in the order
+        # they changed it, or a stale grow could undo a shrink. (The gate's own lock is
+        # only ever taken inside this one, never the other way round.)
+        if not self._probing:
+            self._gate.set_limit(self._cap)
 
     # -- learning from headers -----------------------------------------------------------
 
@@ -441,19 +461,25 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """The server's wait in seconds: ``retry-after-ms`` first, then ``retry-after``."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
+    millis = _finite(headers.get("retry-after-ms"))
+    if millis is not None:
+        return max(0.0, millis / 1000.0)
     seconds = headers.get("retry-after")
     if seconds:
-        try:
-            return max(0.0, float(seconds))
-        except ValueError:
-            return _http_date_wait(seconds)
+        number = _finite(seconds)
+        return max(0.0, number) if number is not None else _http_date_wait(seconds)
     return None
+
+
+def _finite(text: str | None) -> float | None:
+    """A header's number, or None for a missing, malformed, infinite or NaN one."""
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _http_date_wait(value: str) -> float | None:

@@ -63,7 +63,12 @@ class RetryableStatusError(Exception):
 
 
 #: What a new attempt may cure: a status worth retrying, or a failed connection or timeout.
-RETRYABLE = (RetryableStatusError, httpx2.TransportError)
+RETRYABLE = (
+    RetryableStatusError,
+    httpx2.TimeoutException,
+    httpx2.NetworkError,
+    httpx2.RemoteProtocolError,
+)
 
 
 class _Wait(tenacity.wait.wait_base):
@@ -184,7 +189,9 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
         try:
             response = await inner.handle_async_request(request)
             headers = _plain(response.headers)
-            controller.on_response(ticket, response.status_code, headers)
+            controller.on_response(
+                ticket, response.status_code, headers, max_pause=self._retry.max_wait
+            )
             if response.status_code in RETRY_STATUSES and not last:
                 await _discard_async(response)
                 _retry_status(response.status_code, headers)
@@ -329,7 +336,9 @@ class SyncAdmissionTransport(httpx2.BaseTransport):
         try:
             response = inner.handle_request(request)
             headers = _plain(response.headers)
-            controller.on_response(ticket, response.status_code, headers)
+            controller.on_response(
+                ticket, response.status_code, headers, max_pause=self._retry.max_wait
+            )
             if response.status_code in RETRY_STATUSES and not last:
                 _discard_sync(response)
                 _retry_status(response.status_code, headers)
@@ -447,7 +456,9 @@ def _controller_for(request: httpx2.Request, limits: Limits) -> Controller:
     url, raw_key = request.url, _raw_key(request.headers)
     path = url.raw_path
     cut = path.find(b"/v1/")
-    cache_key = (limits, url.raw_scheme, url.netloc, path[:cut] if cut >= 0 else path, raw_key)
+    # hash(), not the key itself: the raw key is never kept, not even in this cache.
+    prefix = path[:cut] if cut >= 0 else path
+    cache_key = (limits, url.raw_scheme, url.netloc, prefix, hash(raw_key))
     controller = _controllers.get(cache_key)
     if controller is None:
         if len(_controllers) >= _CACHE_SIZE:

@@ -93,6 +93,14 @@ class TestPause:
         assert again.wait == pytest.approx(1.5)
         assert c.stats.rate_limited == 1
 
+    @pytest.mark.parametrize("header", ["86400", "inf", "nan"])
+    def test_pause_is_capped_and_absurd_waits_ignored(self, header: str) -> None:
+        c = make(bridge.Limits(rpm=None, tpm=None), Clock())
+        c.on_response(ticket(c), 429, {"retry-after": header}, max_pause=2.0)
+        wait = c._step(0, None).wait
+        assert wait <= 2.0  # never a day, never for ever
+        assert wait > 0.0
+
     def test_end_of_pause_is_no_burst(self) -> None:
         clock = Clock()
         c = make(bridge.Limits(rpm=1200, tpm=None), clock)
@@ -206,3 +214,16 @@ class TestGate:
         assert asyncio.run(scenario()) == 0
         assert c.stats.queued == 0
         assert c.stats.in_flight == 0
+
+    def test_waiter_on_a_closed_loop_does_not_keep_the_slot(self) -> None:
+        c = make(bridge.Limits(concurrency=1, rpm=None, tpm=None), Clock())
+        first = c.admit_sync(0)
+
+        def closed_loop_wake() -> None:  # what call_soon_threadsafe does on a closed loop
+            raise RuntimeError("Event loop is closed")
+
+        assert c._gate.enter_or_wait(closed_loop_wake) is not None  # queued behind `first`
+        c.finish(first)  # hands the slot on; the orphan cannot take it
+        assert c._gate.active == 0
+        later = c.admit_sync(0)  # would block for ever had the slot leaked
+        c.finish(later)

@@ -86,3 +86,30 @@ def test_port_in_use_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "did not start" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_real_endpoint_mode_never_writes_the_key(tmp_path: Path) -> None:
+    from bridge.testing import serve
+
+    secret = "sk-test-do-not-write-" + "x" * 8
+    with serve() as server:  # stands in for a real OpenAI-compatible endpoint
+        done = _bench(
+            "--base-url", server.base_url, "--api-key", secret, "--out", str(tmp_path),
+            "--no-chart", cwd=tmp_path,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not the simulated server" in done.stdout
+    written = (tmp_path / "results.json").read_text()
+    assert secret not in written
+    assert secret not in done.stdout + done.stderr
+    results = json.loads(written)
+    assert set(results) == {"meta", "a"}
+    assert results["meta"]["target"] == "real endpoint"
+    assert results["a"]["approaches"]["bridge"]["failed"] == 0
+
+
+def test_scenario_flag_is_refused_with_a_base_url(tmp_path: Path) -> None:
+    done = _bench("--base-url", "http://127.0.0.1:9/v1", "--api-key", "k", "--scenario", "b",
+                  cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    assert "--scenario is for the simulated server" in done.stderr

@@ -64,6 +64,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.base_url and not args.api_key:
         parser.error("--base-url needs --api-key (or OPENAI_API_KEY)")
+    if args.base_url and args.scenario != list(SCENARIOS):
+        parser.error("--scenario is for the simulated server; --base-url runs scenario (a) only")
     return args
 
 
@@ -139,7 +141,7 @@ def _run(args: argparse.Namespace, mode: Mode) -> dict[str, Any]:
     with Progress(transient=False) as progress:
         if args.base_url:
             print(f"Running a small workload against {args.base_url} (not the simulated server).")
-            endpoint = Endpoint(args.base_url, args.api_key, args.model)
+            endpoint = Endpoint(args.base_url, args.api_key, args.model, simulated=False)
             task = progress.add_task("(a) real endpoint", total=6)
             step = _stepper(progress, task, "a")
             results["a"] = headline(Mode("quick", quick=True), step, endpoint)
@@ -181,8 +183,23 @@ def _meta(args: argparse.Namespace, mode: Mode) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "command": " ".join(["python -m bridge bench", *args.argv]),
+        "command": " ".join(["python -m bridge bench", *_redacted(args.argv)]),
     }
+
+
+def _redacted(argv: list[str]) -> list[str]:
+    """The command line with the API key replaced, so results.json never holds it."""
+    shown = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            shown.append("***")
+        elif arg.startswith("--api-key="):
+            shown.append("--api-key=***")
+        else:
+            shown.append(arg)
+        hide_next = arg == "--api-key"
+    return shown
 
 
 def _save(results: dict[str, Any], args: argparse.Namespace) -> int:

@@ -81,6 +81,8 @@ def headline(mode: Mode, progress: Progress, endpoint: Endpoint | None = None) -
         measured_calls=seq_n, wall_s=round(sequential["wall_s"] * scale, 4), extrapolated=scale != 1
     )
     approaches = {"sequential": sequential, **approaches}
+    if endpoint is not None:  # a real server: its latency is what the sequential calls took
+        latency = sequential["wall_s"] / n
     ideal = math.ceil(n / concurrency) * latency
     bridge_wall = approaches["bridge"]["wall_s"]
     return {

@@ -169,8 +169,9 @@ def scenario(mode: Any, progress: Callable[[str], None]) -> dict[str, Any]:
             target("configured: wall / ideal", configured.ratio, 1.10, at_least=False),
             target("learned: failed", learned.failed, 0, at_least=False),
             target("learned: wall / ideal", learned.ratio, 1.30, at_least=False),
-            target("naive: failed (recorded, no target)", naive_run.failed, calls, at_least=False),
         ],
+        # Recorded for the docs, not a target: the naive run is expected to fail calls.
+        "recorded": {"naive_failed": naive_run.failed, "naive_429s": naive_run.rate_limited},
     }
 
 
