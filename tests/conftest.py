@@ -13,6 +13,13 @@ import bridge
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """The ``anyio``-marked tests use asyncio APIs; without this, anyio would run them on
+    every installed backend, trio included (selenium, in the test extra, installs it)."""
+    return "asyncio"
+
+
 @pytest.fixture
 def b() -> Iterator[bridge.Bridge]:
     """A fresh bridge per test, closed afterwards so no loop thread leaks between tests."""

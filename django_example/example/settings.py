@@ -1,0 +1,86 @@
+"""Settings for the example project; everything that varies comes from the environment.
+
+- ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``: the LLM endpoint. When ``OPENAI_BASE_URL`` is
+  unset, ``manage.py runserver`` and ``manage.py summarize_docs`` start the simulated server
+  (``bridge.testing``) for you; gunicorn and uvicorn never start one, they use OpenAI's API.
+- ``DATABASE_URL``: ``postgres://user:password@host:port/name`` for PostgreSQL, else SQLite.
+- ``SUMMARIZE_CONCURRENCY``: LLM calls one request runs at once (default 10).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", *os.environ.get("DJANGO_ALLOWED_HOSTS", "").split()]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.staticfiles",
+    "bridge.django",
+    "summaries",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+]
+ROOT_URLCONF = "example.urls"
+WSGI_APPLICATION = "example.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+STATIC_URL = "static/"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def database(url: str | None) -> dict[str, object]:
+    """``DATABASES["default"]`` for ``url`` (postgres:// or sqlite:///path), SQLite if None."""
+    if not url:
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parts.path)}
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ValueError(f"DATABASE_URL must be postgres://... or sqlite:///path, got {url!r}")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+    }
+
+
+DATABASES = {"default": database(os.environ.get("DATABASE_URL"))}
+# Each request is one transaction: the point of bridge.django's thread-sensitive calls is
+# that ORM work inside bridged coroutines joins it.
+DATABASES["default"]["ATOMIC_REQUESTS"] = True
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Many gunicorn threads write runs: take the write lock up front and wait for it.
+    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+
+BRIDGE = {"concurrency": 10, "threads": 16}
+
+#: The LLM endpoint; None means OpenAI's (or the simulated server, see summaries.apps).
+LLM_BASE_URL = os.environ.get("OPENAI_BASE_URL") or None
+LLM_API_KEY = os.environ.get("OPENAI_API_KEY")
+LLM_MODEL = os.environ.get("LLM_MODEL", "gpt-4o-mini")
+#: Latency of the simulated server that development starts (seconds per reply).
+SIMULATED_LATENCY = float(os.environ.get("SIMULATED_LATENCY", "0.3"))
+
+SUMMARIZE_CONCURRENCY = int(os.environ.get("SUMMARIZE_CONCURRENCY", "10"))
+SUMMARIZE_MAX_DOCUMENTS = 50
+SUMMARIZE_MAX_CHARS = 20_000
+SUMMARIZE_MAX_TOKENS = 120

@@ -1,0 +1,42 @@
+"""The summaries app; in development it starts the simulated LLM server for you."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+
+from django.apps import AppConfig
+from django.conf import settings
+
+
+class SummariesConfig(AppConfig):
+    name = "summaries"
+
+    def ready(self) -> None:
+        # Only `manage.py runserver` without OPENAI_BASE_URL: never at import, in tests,
+        # or in gunicorn/uvicorn workers, which must be pointed at an endpoint on purpose.
+        if settings.LLM_BASE_URL is None and serving_for_development(sys.argv):
+            use_simulated_server()
+
+
+def serving_for_development(argv: list[str]) -> bool:
+    """True in the process that runserver serves requests from."""
+    if len(argv) < 2 or argv[1] != "runserver":
+        return False
+    # The autoreloader's parent only watches files; its child (RUN_MAIN) serves.
+    return os.environ.get("RUN_MAIN") == "true" or "--noreload" in argv
+
+
+def use_simulated_server() -> None:
+    """Start ``bridge.testing``'s server for this process and point the LLM settings at it."""
+    from bridge.testing import serve  # noqa: PLC0415 - only development needs aiohttp's server
+
+    server = serve(latency=settings.SIMULATED_LATENCY)
+    atexit.register(server.close)
+    settings.LLM_BASE_URL = server.base_url
+    settings.LLM_API_KEY = settings.LLM_API_KEY or "simulated"
+    print(
+        f"Simulated LLM server at {server.base_url} (set OPENAI_BASE_URL to use a real one)",
+        file=sys.stderr,
+    )

@@ -1,0 +1,119 @@
+"""The LLM side: one client per process and the coroutine that summarises a document."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from django.conf import settings
+
+import bridge
+import bridge.django
+
+SYSTEM_PROMPT = "Summarise the user's document in two sentences."
+
+
+@dataclass
+class Summary:
+    index: int
+    summary: str | None = None
+    usage: dict[str, int] | None = None
+    error: str | None = None
+    #: Seconds from the start of the request until this one finished.
+    done_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@functools.cache
+def client() -> Any:
+    """The process's AsyncOpenAI for sync views, on the bridge's loop (made on first use,
+    after ``apps.ready()`` may have pointed the settings at the simulated server)."""
+    return bridge.django.openai(
+        base_url=settings.LLM_BASE_URL, api_key=settings.LLM_API_KEY, timeout=60
+    )
+
+
+@functools.cache
+def async_client() -> Any:
+    """The client for async views under ASGI, on the server's own loop.
+
+    ``bridge.openai()`` clients keep their connections on the bridge's loop and refuse
+    another (``bridge.ForeignLoopError``); with a transport of its own the same limits
+    apply on uvicorn's loop.
+    """
+    import httpx2  # noqa: PLC0415 - only ASGI deployments need it
+
+    return bridge.django.openai(
+        base_url=settings.LLM_BASE_URL,
+        api_key=settings.LLM_API_KEY,
+        timeout=60,
+        transport=httpx2.AsyncHTTPTransport(),
+    )
+
+
+def messages(document: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": document},
+    ]
+
+
+async def summarise(document: str, *, llm: Any = None) -> tuple[str, dict[str, int]]:
+    """One document's summary and token usage."""
+    reply = await (llm or client()).chat.completions.create(
+        model=settings.LLM_MODEL,
+        messages=messages(document),
+        max_tokens=settings.SUMMARIZE_MAX_TOKENS,
+    )
+    usage = reply.usage
+    tokens = {
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "total_tokens": usage.total_tokens if usage else 0,
+    }
+    return reply.choices[0].message.content or "", tokens
+
+
+def summarise_indexed(start: float, *, llm: Any = None) -> Any:
+    """An ``async def (index, document) -> Summary`` that reports failures instead of
+    raising, so that ``bridge.imap`` keeps going and nothing that succeeded is lost."""
+
+    async def one(item: tuple[int, str]) -> Summary:
+        index, document = item
+        try:
+            text, usage = await summarise(document, llm=llm)
+        except Exception as exc:  # noqa: BLE001 - each document's failure is reported
+            return Summary(index, error=describe(exc), done_s=time.perf_counter() - start)
+        return Summary(index, text, usage, done_s=time.perf_counter() - start)
+
+    return one
+
+
+def concurrency_for(mode: str) -> int:
+    return 1 if mode == "sequential" else settings.SUMMARIZE_CONCURRENCY
+
+
+def summarise_all(documents: list[str], mode: str) -> list[Summary]:
+    """Every document's Summary, in input order; a failed one carries its error."""
+    results = bridge.map(
+        summarise, documents, concurrency=concurrency_for(mode), return_exceptions=True
+    )
+    return [
+        Summary(index, error=describe(result))
+        if isinstance(result, BaseException)
+        else Summary(index, *result)
+        for index, result in enumerate(results)
+    ]
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def total_usage(summaries: list[Summary]) -> dict[str, int]:
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    return {key: sum(s.usage[key] for s in summaries if s.usage) for key in keys}
