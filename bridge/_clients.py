@@ -12,6 +12,7 @@ a forked child. The SDKs are imported here, inside the factories, never by ``imp
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._limits import Limits, Retry
@@ -51,6 +52,7 @@ def openai(
     import openai as sdk  # noqa: PLC0415 - optional dependency, imported on use
 
     _refuse(kwargs, "openai")
+    _import_http_stack()
     http = sdk.DefaultAsyncHttpxClient(transport=_async_transport(limits, retry, transport))
     return sdk.AsyncOpenAI(http_client=http, max_retries=0, **kwargs)
 
@@ -69,8 +71,21 @@ def anthropic(
     import anthropic as sdk  # noqa: PLC0415 - optional dependency, imported on use
 
     _refuse(kwargs, "anthropic")
+    _import_http_stack()
     http = sdk.DefaultAsyncHttpxClient(transport=_async_transport(limits, retry, transport))
     return sdk.AsyncAnthropic(http_client=http, max_retries=0, **kwargs)
+
+
+def _import_http_stack() -> None:
+    """Import the SDKs' lazily loaded HTTP core here, on the caller's thread.
+
+    Otherwise its first import happens on the bridge's loop thread, and under gevent that
+    fails: httpcore2 imports trio when it is installed, trio runs ``ldconfig``, and gevent's
+    patched ``subprocess`` works only on the main thread's hub ("child watchers are only
+    available on the default loop").
+    """
+    with contextlib.suppress(ImportError):
+        import httpcore2  # noqa: F401, PLC0415
 
 
 def wrap(client: C, *, limits: Limits | None = None, retry: Retry | None = None) -> C:

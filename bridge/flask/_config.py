@@ -1,0 +1,104 @@
+"""The ``BRIDGE_*`` config keys: read, checked, and turned into per-endpoint limits.
+
+Every problem is found by one function, :func:`problems`, and :func:`read_config` raises
+them all at once, so a misconfigured app fails at ``init_app`` with the whole list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from .._bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS
+from .._limits import Limits
+
+__all__ = ["BridgeConfig", "normal_url", "problems", "read_config"]
+
+_HINT_LIMITS = 'use BRIDGE_LIMITS = {"https://api.openai.com/v1": {"rpm": 500, "concurrency": 20}}'
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """The app's ``BRIDGE_*`` keys, checked, with the defaults filled in."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    threads: int = DEFAULT_THREADS
+    store: str | None = None
+    limits: Mapping[str, Limits] = field(default_factory=dict)
+
+
+def problems(config: Mapping[str, object]) -> list[str]:
+    """Everything wrong with the ``BRIDGE_*`` keys of ``config``, each saying what to do."""
+    found = []
+    for key in ("BRIDGE_CONCURRENCY", "BRIDGE_THREADS"):
+        value = config.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            found.append(
+                f"{key} must be a whole number of at least 1, got {value!r}: set "
+                f"{key} = 10, or leave it out for the default."
+            )
+    store = config.get("BRIDGE_STORE")
+    if store is not None:
+        try:
+            Limits(store=store)  # type: ignore[arg-type]  # checking is the point
+        except (TypeError, ValueError) as exc:
+            found.append(
+                f"BRIDGE_STORE is invalid ({exc}): use a URL such as 'redis://127.0.0.1:6379/0'."
+            )
+    return found + _limits_problems(config.get("BRIDGE_LIMITS", {}))
+
+
+def _limits_problems(limits: object) -> list[str]:
+    if not isinstance(limits, Mapping):
+        return [
+            f"BRIDGE_LIMITS must map base URLs to limits, got {type(limits).__name__}: "
+            f"{_HINT_LIMITS}."
+        ]
+    found = []
+    for url, value in limits.items():
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            found.append(f"BRIDGE_LIMITS key {url!r} is not a base URL: {_HINT_LIMITS}.")
+            continue
+        try:
+            make_limits(value, None)
+        except (TypeError, ValueError) as exc:
+            found.append(
+                f"BRIDGE_LIMITS[{url!r}] is invalid ({exc}): pass bridge.Limits keywords "
+                "(concurrency, rpm, tpm, store, on_store_error) or a bridge.Limits."
+            )
+    return found
+
+
+def make_limits(value: object, store: str | None) -> Limits:
+    """``value`` (a dict of ``Limits`` keywords or a ``Limits``) with the shared store."""
+    if isinstance(value, Limits):
+        limits = value
+    elif isinstance(value, Mapping):
+        limits = Limits(**value)
+    else:
+        raise TypeError(f"expected a dict or a bridge.Limits, got {type(value).__name__}")
+    # BRIDGE_STORE applies to every endpoint that does not name a store of its own.
+    return limits if limits.store is not None or store is None else replace(limits, store=store)
+
+
+def read_config(config: Mapping[str, object]) -> BridgeConfig:
+    """The checked ``BRIDGE_*`` keys of ``config``.
+
+    Raises:
+        ValueError: listing every problem, each with what to write instead.
+    """
+    if found := problems(config):
+        raise ValueError("invalid Flask config: " + " ".join(found))
+    store = config.get("BRIDGE_STORE")
+    assert store is None or isinstance(store, str)  # problems() checked it
+    limits: Mapping[str, object] = config.get("BRIDGE_LIMITS", {})  # type: ignore[assignment]
+    return BridgeConfig(
+        concurrency=config.get("BRIDGE_CONCURRENCY", DEFAULT_CONCURRENCY),  # type: ignore[arg-type]
+        threads=config.get("BRIDGE_THREADS", DEFAULT_THREADS),  # type: ignore[arg-type]
+        store=store,
+        limits={normal_url(url): make_limits(value, store) for url, value in limits.items()},
+    )
+
+
+def normal_url(url: str) -> str:
+    return url.rstrip("/")

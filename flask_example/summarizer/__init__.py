@@ -1,0 +1,48 @@
+"""The example app: ``create_app()`` reads its config from the environment.
+
+- ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``: the LLM endpoint. When ``OPENAI_BASE_URL`` is
+  unset, ``flask run`` and ``flask summarize`` start the simulated server
+  (``bridge.testing``) for you; gunicorn never starts one, it uses OpenAI's API.
+- ``SUMMARIZE_CONCURRENCY``: LLM calls one request runs at once (default 10).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from flask import Flask
+
+from bridge.flask import Bridge
+
+from . import cli, views
+
+#: The extension; each app the factory makes gets its own bridge from its config.
+llm_bridge = Bridge()
+
+
+def create_app(**overrides: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.from_mapping(
+        BRIDGE_CONCURRENCY=10,
+        BRIDGE_THREADS=16,
+        #: The LLM endpoint; None means OpenAI's (or the simulated server, see llm.py).
+        LLM_BASE_URL=os.environ.get("OPENAI_BASE_URL") or None,
+        LLM_API_KEY=os.environ.get("OPENAI_API_KEY"),
+        LLM_MODEL=os.environ.get("LLM_MODEL", "gpt-4o-mini"),
+        # Only `flask run`: never at import, in tests, or in gunicorn workers, which
+        # must be pointed at an endpoint on purpose.
+        SIMULATE_LLM=sys.argv[1:2] == ["run"],
+        #: Latency of the simulated server that development starts (seconds per reply).
+        SIMULATED_LATENCY=float(os.environ.get("SIMULATED_LATENCY", "0.3")),
+        SUMMARIZE_CONCURRENCY=int(os.environ.get("SUMMARIZE_CONCURRENCY", "10")),
+        SUMMARIZE_MAX_DOCUMENTS=50,
+        SUMMARIZE_MAX_CHARS=20_000,
+        SUMMARIZE_MAX_TOKENS=120,
+    )
+    app.config.update(overrides)
+    llm_bridge.init_app(app)
+    app.register_blueprint(views.blueprint)
+    app.cli.add_command(cli.summarize)
+    return app

@@ -1,0 +1,127 @@
+"""The LLM side: one client per process and the coroutine that summarises a document."""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flask import Flask, current_app
+
+SYSTEM_PROMPT = "Summarise the user's document in two sentences."
+_KEY = "summarizer.client"
+_lock = threading.Lock()
+
+
+@dataclass
+class Summary:
+    index: int
+    summary: str | None = None
+    usage: dict[str, int] | None = None
+    error: str | None = None
+    #: Seconds from the start of the request until this one finished.
+    done_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def client() -> Any:
+    """The app's AsyncOpenAI on the bridge's loop, made on first use in each worker.
+
+    Made lazily, so that a gunicorn ``--preload`` master never makes one its forked
+    workers would share, and so that ``flask run``'s reloader parent never starts the
+    simulated server.
+    """
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    with _lock:
+        if _KEY not in app.extensions:
+            if app.config["LLM_BASE_URL"] is None and app.config["SIMULATE_LLM"]:
+                use_simulated_server(app)
+            app.extensions[_KEY] = app.extensions["bridge"].openai(
+                base_url=app.config["LLM_BASE_URL"], api_key=app.config["LLM_API_KEY"], timeout=60
+            )
+        return app.extensions[_KEY]
+
+
+def use_simulated_server(app: Flask) -> None:
+    """Start ``bridge.testing``'s server for this process and point the app's config at it."""
+    from bridge.testing import serve  # noqa: PLC0415 - only development needs aiohttp's server
+
+    server = serve(latency=app.config["SIMULATED_LATENCY"])
+    atexit.register(server.close)
+    app.config["LLM_BASE_URL"] = server.base_url
+    app.config["LLM_API_KEY"] = app.config["LLM_API_KEY"] or "simulated"
+    print(
+        f"Simulated LLM server at {server.base_url} (set OPENAI_BASE_URL to use a real one)",
+        file=sys.stderr,
+    )
+
+
+def messages(document: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": document},
+    ]
+
+
+async def summarise(document: str) -> tuple[str, dict[str, int]]:
+    """One document's summary and token usage (runs on the bridge's loop, in the app's
+    context: the bridge carries the caller's contextvars)."""
+    reply = await client().chat.completions.create(
+        model=current_app.config["LLM_MODEL"],
+        messages=messages(document),
+        max_tokens=current_app.config["SUMMARIZE_MAX_TOKENS"],
+    )
+    usage = reply.usage
+    tokens = {
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "total_tokens": usage.total_tokens if usage else 0,
+    }
+    return reply.choices[0].message.content or "", tokens
+
+
+def summarise_indexed(start: float) -> Any:
+    """An ``async def (index, document) -> Summary`` that reports failures instead of
+    raising, so that ``imap`` keeps going and nothing that succeeded is lost."""
+
+    async def one(item: tuple[int, str]) -> Summary:
+        index, document = item
+        try:
+            text, usage = await summarise(document)
+        except Exception as exc:  # noqa: BLE001 - each document's failure is reported
+            return Summary(index, error=describe(exc), done_s=time.perf_counter() - start)
+        return Summary(index, text, usage, done_s=time.perf_counter() - start)
+
+    return one
+
+
+def concurrency_for(mode: str) -> int:
+    return 1 if mode == "sequential" else int(current_app.config["SUMMARIZE_CONCURRENCY"])
+
+
+def summarise_all(documents: list[str], mode: str) -> list[Summary]:
+    """Every document's Summary, in input order; a failed one carries its error."""
+    client()  # made here, on the request's thread, not by ten coroutines at once
+    results = current_app.extensions["bridge"].map(
+        summarise, documents, concurrency=concurrency_for(mode), return_exceptions=True
+    )
+    return [
+        Summary(index, error=describe(result))
+        if isinstance(result, BaseException)
+        else Summary(index, *result)
+        for index, result in enumerate(results)
+    ]
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def total_usage(summaries: list[Summary]) -> dict[str, int]:
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    return {key: sum(s.usage[key] for s in summaries if s.usage) for key in keys}
