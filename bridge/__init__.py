@@ -30,7 +30,9 @@ from ._errors import (
     BridgeError,
     BridgeWarning,
     ForeignLoopError,
+    JournalMismatchError,
     RateLimitStoreError,
+    RecordedError,
     ReentrancyError,
 )
 from ._iterators import CloseableIterator
@@ -51,8 +53,10 @@ __all__ = [
     "CloseableIterator",
     "EndpointStats",
     "ForeignLoopError",
+    "JournalMismatchError",
     "Limits",
     "RateLimitStoreError",
+    "RecordedError",
     "ReentrancyError",
     "Retry",
     "anthropic",

@@ -1,10 +1,11 @@
-"""``python -m bridge COMMAND``: ``bench`` runs the side-by-side benchmark."""
+"""``python -m bridge COMMAND``: ``bench`` runs the side-by-side benchmark, ``batch`` a JSONL
+file of requests (resumable)."""
 
 from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m bridge bench [options]   (python -m bridge bench --help)"
+USAGE = "usage: python -m bridge {bench,batch} [options]   (python -m bridge bench --help)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
         from bridge.bench._cli import main as bench  # noqa: PLC0415 - only the command's deps
 
         return bench(rest)
+    if command == "batch":
+        from bridge.batch._cli import main as batch  # noqa: PLC0415 - only the command's deps
+
+        return batch(rest)
     print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 

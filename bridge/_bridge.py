@@ -7,6 +7,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
@@ -285,6 +286,9 @@ class Bridge:
         *,
         concurrency: int | None = ...,
         timeout: float | None = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        key: Callable[[A], str] | None = ...,
+        retry_failed: bool = ...,
         return_exceptions: Literal[False] = ...,
     ) -> list[T]: ...
 
@@ -296,6 +300,9 @@ class Bridge:
         *,
         concurrency: int | None = ...,
         timeout: float | None = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        key: Callable[[A], str] | None = ...,
+        retry_failed: bool = ...,
         return_exceptions: Literal[False] = ...,
     ) -> list[T]: ...
 
@@ -307,6 +314,9 @@ class Bridge:
         *,
         concurrency: int | None = ...,
         timeout: float | None = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        key: Callable[[A], str] | None = ...,
+        retry_failed: bool = ...,
         return_exceptions: bool,
     ) -> list[T | BaseException]: ...
 
@@ -317,12 +327,25 @@ class Bridge:
         *,
         concurrency: int | None = None,
         timeout: float | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        key: Callable[[A], str] | None = None,
+        retry_failed: bool = False,
         return_exceptions: bool = False,
     ) -> list[Any]:
         """Call ``fn`` on every item, at most ``concurrency`` at once; results in input order.
 
         An ``async def`` fn runs on the loop; a plain fn runs in the bridge's thread pool.
+        With ``journal=`` (a SQLite path) each outcome is recorded as it completes and a
+        rerun skips recorded items; ``timeout`` then bounds the wait for each result.
         """
+        if journal is not None:  # the resumable path; the plain one below is untouched
+            return list(
+                self._journaled(
+                    fn, iterable, "map", journal, key=key, retry_failed=retry_failed,
+                    return_exceptions=return_exceptions, concurrency=concurrency,
+                    timeout=timeout,
+                )
+            )  # fmt: skip
         invoke = self._invoker(fn, "map")
         limit = check_concurrency(concurrency, self._concurrency)
         seconds = check_timeout(timeout)
@@ -346,6 +369,9 @@ class Bridge:
         concurrency: int | None = ...,
         ordered: bool = ...,
         timeout: float | None = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        key: Callable[[A], str] | None = ...,
+        retry_failed: bool = ...,
     ) -> CloseableIterator[T]: ...
 
     @overload
@@ -357,6 +383,9 @@ class Bridge:
         concurrency: int | None = ...,
         ordered: bool = ...,
         timeout: float | None = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        key: Callable[[A], str] | None = ...,
+        retry_failed: bool = ...,
     ) -> CloseableIterator[T]: ...
 
     def imap(
@@ -367,14 +396,24 @@ class Bridge:
         concurrency: int | None = None,
         ordered: bool = True,
         timeout: float | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        key: Callable[[A], str] | None = None,
+        retry_failed: bool = False,
     ) -> CloseableIterator[Any]:
         """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily.
 
         At most ``concurrency`` calls run at once, and at most as many finished results wait
         for their turn, so an endless generator runs in bounded memory. ``timeout`` bounds
         the wait for each next result. ``close()`` (or dropping the iterator) cancels the
-        calls in flight. The first failure cancels the rest and is raised.
+        calls in flight. The first failure cancels the rest and is raised. With
+        ``journal=``, outcomes are recorded and a rerun skips recorded items (see ``map``).
         """
+        if journal is not None:  # the resumable path; the plain one below is untouched
+            return self._journaled(
+                fn, iterable, "imap", journal, key=key, retry_failed=retry_failed,
+                return_exceptions=False, concurrency=concurrency, ordered=ordered,
+                timeout=timeout,
+            )  # fmt: skip
         invoke = self._invoker(fn, "imap")
         return IMapIterator(
             self,
@@ -434,6 +473,24 @@ class Bridge:
         self.close()
 
     # -- helpers --------------------------------------------------------------------
+
+    def _journaled(
+        self,
+        fn: Callable[[A], Any],
+        iterable: Iterable[A],
+        where: str,
+        journal: str | os.PathLike[str],
+        *,
+        key: Callable[[A], str] | None,
+        retry_failed: bool,
+        **options: Any,
+    ) -> CloseableIterator[Any]:
+        from ._journal import open_journal  # noqa: PLC0415 - sqlite3 only when journaling
+
+        return open_journal(
+            self, fn, iterable, where=where, journal=journal, key=key,
+            retry_failed=retry_failed, **options,
+        )  # fmt: skip
 
     def _invoker(self, fn: Callable[[A], Any], where: str) -> Callable[[A], Awaitable[Any]]:
         """How to turn one item into an awaitable for the loop: call fn, or go via the pool."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Literal, ParamSpec, TypeVar, overload
@@ -86,6 +87,9 @@ def map(
     *,
     concurrency: int | None = ...,
     timeout: float | None = ...,
+    journal: str | os.PathLike[str] | None = ...,
+    key: Callable[[A], str] | None = ...,
+    retry_failed: bool = ...,
     return_exceptions: Literal[False] = ...,
 ) -> list[T]: ...
 
@@ -97,6 +101,9 @@ def map(
     *,
     concurrency: int | None = ...,
     timeout: float | None = ...,
+    journal: str | os.PathLike[str] | None = ...,
+    key: Callable[[A], str] | None = ...,
+    retry_failed: bool = ...,
     return_exceptions: Literal[False] = ...,
 ) -> list[T]: ...
 
@@ -108,6 +115,9 @@ def map(
     *,
     concurrency: int | None = ...,
     timeout: float | None = ...,
+    journal: str | os.PathLike[str] | None = ...,
+    key: Callable[[A], str] | None = ...,
+    retry_failed: bool = ...,
     return_exceptions: bool,
 ) -> list[Any]: ...
 
@@ -118,6 +128,9 @@ def map(
     *,
     concurrency: int | None = None,
     timeout: float | None = None,
+    journal: str | os.PathLike[str] | None = None,
+    key: Callable[[A], str] | None = None,
+    retry_failed: bool = False,
     return_exceptions: bool = False,
 ) -> list[Any]:
     """Call ``fn`` on every item, at most ``concurrency`` at once; results in input order."""
@@ -127,6 +140,9 @@ def map(
         concurrency=concurrency,
         timeout=timeout,
         return_exceptions=return_exceptions,
+        journal=journal,
+        key=key,
+        retry_failed=retry_failed,
     )
 
 
@@ -138,6 +154,9 @@ def imap(
     concurrency: int | None = ...,
     ordered: bool = ...,
     timeout: float | None = ...,
+    journal: str | os.PathLike[str] | None = ...,
+    key: Callable[[A], str] | None = ...,
+    retry_failed: bool = ...,
 ) -> CloseableIterator[T]: ...
 
 
@@ -149,6 +168,9 @@ def imap(
     concurrency: int | None = ...,
     ordered: bool = ...,
     timeout: float | None = ...,
+    journal: str | os.PathLike[str] | None = ...,
+    key: Callable[[A], str] | None = ...,
+    retry_failed: bool = ...,
 ) -> CloseableIterator[T]: ...
 
 
@@ -159,10 +181,20 @@ def imap(
     concurrency: int | None = None,
     ordered: bool = True,
     timeout: float | None = None,
+    journal: str | os.PathLike[str] | None = None,
+    key: Callable[[A], str] | None = None,
+    retry_failed: bool = False,
 ) -> CloseableIterator[Any]:
     """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily."""
     return get_default().imap(
-        fn, iterable, concurrency=concurrency, ordered=ordered, timeout=timeout
+        fn,
+        iterable,
+        concurrency=concurrency,
+        ordered=ordered,
+        timeout=timeout,
+        journal=journal,
+        key=key,
+        retry_failed=retry_failed,
     )
 
 

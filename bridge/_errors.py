@@ -7,7 +7,9 @@ inside your own coroutines reach you unchanged, with their own type::
     ├── ReentrancyError      (also a RuntimeError)
     ├── BridgeClosedError    (also a RuntimeError)
     ├── ForeignLoopError     (also a RuntimeError)
-    └── RateLimitStoreError  (also a ConnectionError)
+    ├── RateLimitStoreError  (also a ConnectionError)
+    ├── JournalMismatchError (also a ValueError)
+    └── RecordedError        (a failure replayed from a journal)
 
 A call's ``timeout`` raises the builtin :class:`TimeoutError`, and bad arguments
 raise the builtin :class:`TypeError` or :class:`ValueError`.
@@ -20,7 +22,9 @@ __all__ = [
     "BridgeError",
     "BridgeWarning",
     "ForeignLoopError",
+    "JournalMismatchError",
     "RateLimitStoreError",
+    "RecordedError",
     "ReentrancyError",
 ]
 
@@ -57,6 +61,30 @@ class RateLimitStoreError(BridgeError, ConnectionError):
     Start the store, fix ``Limits(store=...)``, or pass ``on_store_error="local"`` to fall
     back to per-process limits (logged as a warning).
     """
+
+
+class JournalMismatchError(BridgeError, ValueError):
+    """A journal written by a different function or key scheme was passed to ``map``/``imap``.
+
+    Results of one call are never mixed with another's: pass a new ``journal=`` path, or
+    delete the old file to start over.
+    """
+
+
+class RecordedError(BridgeError):
+    """A failure recorded in a journal by an earlier run, replayed instead of retried.
+
+    ``type_name`` and ``message`` describe the original exception. Pass
+    ``retry_failed=True`` to ``map``/``imap`` to attempt such items again.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(
+            f"{type_name}: {message} (recorded by an earlier run; "
+            "pass retry_failed=True to attempt it again)"
+        )
+        self.type_name = type_name
+        self.message = message
 
 
 class BridgeWarning(UserWarning):
