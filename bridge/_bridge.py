@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Sized
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
@@ -18,6 +18,7 @@ from ._calls import Call, wait_until
 from ._compat import gevent_patched
 from ._errors import BridgeClosedError, ReentrancyError
 from ._iterators import AsyncIteratorBridge, CloseableIterator, IMapIterator
+from ._progress import Progress, wanted, with_progress
 from ._runner import LoopRunner
 from ._tasks import as_coroutine, run_bounded
 from ._threads import call_in_pool, in_pool_thread, run_sync
@@ -289,6 +290,7 @@ class Bridge:
         journal: str | os.PathLike[str] | None = ...,
         key: Callable[[A], str] | None = ...,
         retry_failed: bool = ...,
+        progress: Progress = ...,
         return_exceptions: Literal[False] = ...,
     ) -> list[T]: ...
 
@@ -303,6 +305,7 @@ class Bridge:
         journal: str | os.PathLike[str] | None = ...,
         key: Callable[[A], str] | None = ...,
         retry_failed: bool = ...,
+        progress: Progress = ...,
         return_exceptions: Literal[False] = ...,
     ) -> list[T]: ...
 
@@ -317,6 +320,7 @@ class Bridge:
         journal: str | os.PathLike[str] | None = ...,
         key: Callable[[A], str] | None = ...,
         retry_failed: bool = ...,
+        progress: Progress = ...,
         return_exceptions: bool,
     ) -> list[T | BaseException]: ...
 
@@ -330,6 +334,7 @@ class Bridge:
         journal: str | os.PathLike[str] | None = None,
         key: Callable[[A], str] | None = None,
         retry_failed: bool = False,
+        progress: Progress = False,
         return_exceptions: bool = False,
     ) -> list[Any]:
         """Call ``fn`` on every item, at most ``concurrency`` at once; results in input order.
@@ -337,15 +342,22 @@ class Bridge:
         An ``async def`` fn runs on the loop; a plain fn runs in the bridge's thread pool.
         With ``journal=`` (a SQLite path) each outcome is recorded as it completes and a
         rerun skips recorded items; ``timeout`` then bounds the wait for each result.
+        ``progress=True`` draws a bar on a terminal (``"force"``: always); results then come
+        through ``imap``, so ``timeout`` bounds the wait for each result.
         """
         if journal is not None:  # the resumable path; the plain one below is untouched
             return list(
                 self._journaled(
                     fn, iterable, "map", journal, key=key, retry_failed=retry_failed,
                     return_exceptions=return_exceptions, concurrency=concurrency,
-                    timeout=timeout,
+                    timeout=timeout, progress=progress,
                 )
             )  # fmt: skip
+        if wanted(progress):  # a bar needs each result in this thread, as imap gives them
+            items = list(iterable)
+            call = _capture(fn) if return_exceptions else fn
+            results = self.imap(call, items, concurrency=concurrency, timeout=timeout)
+            return list(with_progress(results, total=len(items), label="bridge.map"))
         invoke = self._invoker(fn, "map")
         limit = check_concurrency(concurrency, self._concurrency)
         seconds = check_timeout(timeout)
@@ -372,6 +384,7 @@ class Bridge:
         journal: str | os.PathLike[str] | None = ...,
         key: Callable[[A], str] | None = ...,
         retry_failed: bool = ...,
+        progress: Progress = ...,
     ) -> CloseableIterator[T]: ...
 
     @overload
@@ -386,6 +399,7 @@ class Bridge:
         journal: str | os.PathLike[str] | None = ...,
         key: Callable[[A], str] | None = ...,
         retry_failed: bool = ...,
+        progress: Progress = ...,
     ) -> CloseableIterator[T]: ...
 
     def imap(
@@ -399,6 +413,7 @@ class Bridge:
         journal: str | os.PathLike[str] | None = None,
         key: Callable[[A], str] | None = None,
         retry_failed: bool = False,
+        progress: Progress = False,
     ) -> CloseableIterator[Any]:
         """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily.
 
@@ -412,10 +427,10 @@ class Bridge:
             return self._journaled(
                 fn, iterable, "imap", journal, key=key, retry_failed=retry_failed,
                 return_exceptions=False, concurrency=concurrency, ordered=ordered,
-                timeout=timeout,
+                timeout=timeout, progress=progress,
             )  # fmt: skip
         invoke = self._invoker(fn, "imap")
-        return IMapIterator(
+        results = IMapIterator(
             self,
             invoke,
             iter(iterable),
@@ -423,6 +438,10 @@ class Bridge:
             ordered=ordered,
             timeout=check_timeout(timeout),
         )
+        if not wanted(progress):
+            return results
+        total = len(iterable) if isinstance(iterable, Sized) else None
+        return with_progress(results, total=total, label="bridge.imap")  # type: ignore[return-value]
 
     def iterate(
         self, async_iterable: AsyncIterable[T], *, timeout: float | None = None
@@ -487,10 +506,15 @@ class Bridge:
     ) -> CloseableIterator[Any]:
         from ._journal import open_journal  # noqa: PLC0415 - sqlite3 only when journaling
 
-        return open_journal(
+        progress = options.pop("progress", False)
+        total = len(iterable) if isinstance(iterable, Sized) else None
+        results = open_journal(
             self, fn, iterable, where=where, journal=journal, key=key,
             retry_failed=retry_failed, **options,
         )  # fmt: skip
+        if not wanted(progress):
+            return results
+        return with_progress(results, total=total, label=f"bridge.{where}")  # type: ignore[return-value]
 
     def _invoker(self, fn: Callable[[A], Any], where: str) -> Callable[[A], Awaitable[Any]]:
         """How to turn one item into an awaitable for the loop: call fn, or go via the pool."""
@@ -511,6 +535,31 @@ class Bridge:
             )
         grace = self._cancel_timeout
         return lambda item: run_sync(pool, fn, item, grace)
+
+
+def _capture(fn: Callable[[A], Any]) -> Callable[[A], Any]:
+    """``fn`` with its failure returned, not raised: ``return_exceptions`` through ``imap``.
+
+    An ``async def`` fn stays async (it runs on the loop); a plain one stays plain (it
+    still runs in the pool, never on the loop).
+    """
+    if is_async_callable(fn):
+
+        async def captured(item: A) -> Any:
+            try:
+                return await fn(item)
+            except Exception as exc:  # noqa: BLE001 - kept in its place, as asked
+                return exc
+
+        return captured
+
+    def captured_sync(item: A) -> Any:
+        try:
+            return fn(item)
+        except Exception as exc:  # noqa: BLE001 - kept in its place, as asked
+            return exc
+
+    return captured_sync
 
 
 def _discard(awaitables: Iterable[object]) -> None:

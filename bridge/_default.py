@@ -9,6 +9,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from ._bridge import Bridge, make_sync
 from ._iterators import CloseableIterator
+from ._progress import Progress
 
 __all__ = [
     "gather",
@@ -90,6 +91,7 @@ def map(
     journal: str | os.PathLike[str] | None = ...,
     key: Callable[[A], str] | None = ...,
     retry_failed: bool = ...,
+    progress: Progress = ...,
     return_exceptions: Literal[False] = ...,
 ) -> list[T]: ...
 
@@ -104,6 +106,7 @@ def map(
     journal: str | os.PathLike[str] | None = ...,
     key: Callable[[A], str] | None = ...,
     retry_failed: bool = ...,
+    progress: Progress = ...,
     return_exceptions: Literal[False] = ...,
 ) -> list[T]: ...
 
@@ -118,6 +121,7 @@ def map(
     journal: str | os.PathLike[str] | None = ...,
     key: Callable[[A], str] | None = ...,
     retry_failed: bool = ...,
+    progress: Progress = ...,
     return_exceptions: bool,
 ) -> list[Any]: ...
 
@@ -131,6 +135,7 @@ def map(
     journal: str | os.PathLike[str] | None = None,
     key: Callable[[A], str] | None = None,
     retry_failed: bool = False,
+    progress: Progress = False,
     return_exceptions: bool = False,
 ) -> list[Any]:
     """Call ``fn`` on every item, at most ``concurrency`` at once; results in input order."""
@@ -143,6 +148,7 @@ def map(
         journal=journal,
         key=key,
         retry_failed=retry_failed,
+        progress=progress,
     )
 
 
@@ -157,6 +163,7 @@ def imap(
     journal: str | os.PathLike[str] | None = ...,
     key: Callable[[A], str] | None = ...,
     retry_failed: bool = ...,
+    progress: Progress = ...,
 ) -> CloseableIterator[T]: ...
 
 
@@ -171,6 +178,7 @@ def imap(
     journal: str | os.PathLike[str] | None = ...,
     key: Callable[[A], str] | None = ...,
     retry_failed: bool = ...,
+    progress: Progress = ...,
 ) -> CloseableIterator[T]: ...
 
 
@@ -184,6 +192,7 @@ def imap(
     journal: str | os.PathLike[str] | None = None,
     key: Callable[[A], str] | None = None,
     retry_failed: bool = False,
+    progress: Progress = False,
 ) -> CloseableIterator[Any]:
     """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily."""
     return get_default().imap(
@@ -195,6 +204,7 @@ def imap(
         journal=journal,
         key=key,
         retry_failed=retry_failed,
+        progress=progress,
     )
 
 
