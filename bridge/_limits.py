@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ __all__ = [
     "LEARN",
     "Limits",
     "Retry",
+    "limits_from_setting",
 ]
 
 
@@ -174,3 +176,18 @@ def _redacted(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def limits_from_setting(value: object, store: str | None) -> Limits:
+    """A framework setting's limits (a dict of ``Limits`` keywords, or a ``Limits``).
+
+    ``store``, the integration's shared store setting, applies to every endpoint that does
+    not name a store of its own. Raises TypeError or ValueError saying what is wrong.
+    """
+    if isinstance(value, Limits):
+        limits = value
+    elif isinstance(value, Mapping):
+        limits = Limits(**value)
+    else:
+        raise TypeError(f"expected a dict or a bridge.Limits, got {type(value).__name__}")
+    return limits if limits.store is not None or store is None else replace(limits, store=store)

@@ -430,10 +430,6 @@ def make_async_inner(choice: TransportChoice) -> httpx2.AsyncBaseTransport:
     return httpx2.AsyncHTTPTransport(limits=POOL_LIMITS)
 
 
-def aiohttp_available() -> bool:
-    return _aiohttp_transport_class() is not None
-
-
 def _aiohttp_transport_class() -> Any:
     # The SDKs vendor the httpx2 flavour of httpx-aiohttp (their `aiohttp` extra).
     for module in ("openai._vendor.httpx_aiohttp", "anthropic._vendor.httpx_aiohttp"):

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core import checks
 
 from .._bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS
-from .._limits import Limits
+from .._limits import Limits, limits_from_setting
 
 if TYPE_CHECKING:
     import openai as openai_sdk
@@ -120,7 +120,7 @@ def _limits_problems(limits: object, store: object) -> list[Problem]:
             )
             continue
         try:
-            _make_limits(value, store if isinstance(store, str) else None)
+            limits_from_setting(value, store if isinstance(store, str) else None)
         except (TypeError, ValueError) as exc:
             found.append(
                 Problem(
@@ -130,17 +130,6 @@ def _limits_problems(limits: object, store: object) -> list[Problem]:
                 )
             )
     return found
-
-
-def _make_limits(value: object, store: str | None) -> Limits:
-    if isinstance(value, Limits):
-        limits = value
-    elif isinstance(value, Mapping):
-        limits = Limits(**value)
-    else:
-        raise TypeError(f"expected a dict or a bridge.Limits, got {type(value).__name__}")
-    # The shared store applies to every endpoint that does not name its own.
-    return limits if limits.store is not None or store is None else replace(limits, store=store)
 
 
 def read_settings() -> BridgeSettings:
@@ -153,7 +142,9 @@ def read_settings() -> BridgeSettings:
         concurrency=raw.get("concurrency", DEFAULT_CONCURRENCY),
         threads=raw.get("threads", DEFAULT_THREADS),
         thread_sensitive=raw.get("thread_sensitive", True),
-        limits={_normal(url): _make_limits(v, store) for url, v in raw.get("limits", {}).items()},
+        limits={
+            _normal(url): limits_from_setting(v, store) for url, v in raw.get("limits", {}).items()
+        },
     )
 
 

@@ -7,10 +7,10 @@ them all at once, so a misconfigured app fails at ``init_app`` with the whole li
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .._bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS
-from .._limits import Limits
+from .._limits import Limits, limits_from_setting
 
 __all__ = ["BridgeConfig", "normal_url", "problems", "read_config"]
 
@@ -60,25 +60,13 @@ def _limits_problems(limits: object) -> list[str]:
             found.append(f"BRIDGE_LIMITS key {url!r} is not a base URL: {_HINT_LIMITS}.")
             continue
         try:
-            make_limits(value, None)
+            limits_from_setting(value, None)
         except (TypeError, ValueError) as exc:
             found.append(
                 f"BRIDGE_LIMITS[{url!r}] is invalid ({exc}): pass bridge.Limits keywords "
                 "(concurrency, rpm, tpm, store, on_store_error) or a bridge.Limits."
             )
     return found
-
-
-def make_limits(value: object, store: str | None) -> Limits:
-    """``value`` (a dict of ``Limits`` keywords or a ``Limits``) with the shared store."""
-    if isinstance(value, Limits):
-        limits = value
-    elif isinstance(value, Mapping):
-        limits = Limits(**value)
-    else:
-        raise TypeError(f"expected a dict or a bridge.Limits, got {type(value).__name__}")
-    # BRIDGE_STORE applies to every endpoint that does not name a store of its own.
-    return limits if limits.store is not None or store is None else replace(limits, store=store)
 
 
 def read_config(config: Mapping[str, object]) -> BridgeConfig:
@@ -96,7 +84,9 @@ def read_config(config: Mapping[str, object]) -> BridgeConfig:
         concurrency=config.get("BRIDGE_CONCURRENCY", DEFAULT_CONCURRENCY),  # type: ignore[arg-type]
         threads=config.get("BRIDGE_THREADS", DEFAULT_THREADS),  # type: ignore[arg-type]
         store=store,
-        limits={normal_url(url): make_limits(value, store) for url, value in limits.items()},
+        limits={
+            normal_url(url): limits_from_setting(value, store) for url, value in limits.items()
+        },
     )
 
 
