@@ -30,6 +30,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["serve", "--error-rate", "500=2"], "probability from 0 to 1"),
         (["serve", "--hang-rate", "0.7", "--reset-rate", "0.7"], "add up to 1.4"),
         (["serve", "--no-such-flag"], "unrecognized arguments"),
+        (["serve", "--token-accounting", "both"], "argument --token-accounting"),
+        (["serve", "--header-override", "x-ratelimit-limit-requests"], "NAME=VALUE"),
+        (["serve", "--header-override-rate", "1.5"], "probability from 0 to 1"),
+        (["serve", "--otpm", "-3"], "argument --otpm"),
         ([], "required: COMMAND"),
     ],
 )
@@ -140,3 +144,25 @@ def test_pytest_plugin_is_registered_by_the_entry_point(tmp_path: Path) -> None:
     )
     assert "2 passed, 1 error" in result.stdout, result.stdout + result.stderr
     assert "bad @pytest.mark.llm_server options: latency must be" in result.stdout
+
+
+def test_every_config_field_round_trips_through_the_flags() -> None:
+    """The fixture starts servers from ``to_args()``: each option must survive the trip."""
+    from bridge.testing import ServerConfig
+    from bridge.testing._cli import _config, _parser
+
+    config = ServerConfig(
+        rpm=60,
+        tpm=6000,
+        itpm=100,
+        otpm=200,
+        token_accounting="max",
+        rate_limit_headers=False,
+        header_overrides={"x-ratelimit-limit-requests": "0", "retry-after": "x=y"},
+        header_override_rate=0.25,
+        error_rates={500: 0.1},
+        seed=7,
+    )
+    parser = _parser()
+    again = _config(parser.parse_args(["serve", *config.to_args()]), parser)
+    assert again == config

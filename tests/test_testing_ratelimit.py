@@ -13,8 +13,8 @@ import httpx
 import openai
 import pytest
 
-from bridge.testing import SimulatedServer
-from bridge.testing._ratelimit import RateLimiter, TokenBucket, format_duration
+from bridge.testing import SimulatedServer, serve
+from bridge.testing._ratelimit import Cost, RateLimiter, TokenBucket, format_duration
 
 USER = [{"role": "user", "content": "hi"}]
 GO_DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s)$|^\d+ms$")
@@ -230,3 +230,111 @@ def test_sdk_retries_honour_retry_after(llm_server: SimulatedServer) -> None:
     stats = llm_server.stats()
     assert stats["requests"] == 6
     assert stats["rate_limited"] > 0
+
+
+# -- servers unlike the providers' own --------------------------------------------------------
+
+
+class TestTokenAccounting:
+    """What one request costs against TPM, per provider; OTPM settles, ITPM charges the prompt."""
+
+    @pytest.mark.parametrize(
+        ("accounting", "charged"), [("sum", 300), ("max", 200), ("usage", 300)]
+    )
+    def test_up_front_charge(self, accounting: str, charged: int) -> None:
+        limiter = RateLimiter(
+            rpm=None, tpm=60_000, burst_seconds=1.0, token_accounting=accounting, clock=FakeClock()
+        )
+        decision = limiter.admit("k", Cost(prompt=100, max_output=200))
+        assert decision.tokens is not None
+        assert decision.tokens[1] == 1000 - charged
+
+    @pytest.mark.parametrize(
+        ("accounting", "charged", "refunded"),
+        [("sum", 300, 0), ("max", 200, 0), ("usage", 300, 150)],
+    )
+    def test_only_usage_accounting_refunds(
+        self, accounting: str, charged: int, refunded: int
+    ) -> None:
+        limiter = RateLimiter(
+            rpm=None, tpm=60_000, burst_seconds=1.0, token_accounting=accounting, clock=FakeClock()
+        )
+        cost = Cost(prompt=100, max_output=200)
+        limiter.admit("k", cost)
+        limiter.settle("k", cost, used_output=50)
+        after = limiter.admit("k", Cost(prompt=0, max_output=0)).tokens
+        assert after is not None
+        assert after[1] == 1000 - charged + refunded
+
+    def test_otpm_charges_max_tokens_then_settles_and_itpm_charges_the_prompt(self) -> None:
+        limiter = RateLimiter(
+            rpm=None, tpm=None, itpm=6000, otpm=12_000, burst_seconds=1.0, clock=FakeClock()
+        )
+        cost = Cost(prompt=40, max_output=150)
+        first = limiter.admit("k", cost).snapshots
+        assert first["input-tokens"][1] == 100 - 40
+        assert first["output-tokens"][1] == 200 - 150
+        limiter.settle("k", cost, used_output=30)
+        later = limiter.admit("k", Cost(prompt=0, max_output=0)).snapshots
+        assert later["output-tokens"][1] == 200 - 30
+        assert later["input-tokens"][1] == 100 - 40
+
+    def test_refused_by_output_tokens(self) -> None:
+        limiter = RateLimiter(rpm=None, tpm=None, otpm=600, burst_seconds=1.0, clock=FakeClock())
+        assert limiter.admit("k", Cost(prompt=1, max_output=10)).admitted
+        refused = limiter.admit("k", Cost(prompt=1, max_output=10))
+        assert refused.limited_by == "output-tokens"
+
+
+@pytest.mark.llm_server(rpm=60, burst_seconds=2.0, rate_limit_headers=False)
+class TestNoRateLimitHeaders:
+    """A gateway that says nothing but 429 and a whole-second retry-after."""
+
+    def test_no_limit_headers_and_429_with_retry_after_only(
+        self, llm_server: SimulatedServer
+    ) -> None:
+        responses = [_chat(llm_server) for _ in range(3)]
+        assert [r.status_code for r in responses] == [200, 200, 429]
+        for response in responses:
+            assert not [h for h in response.headers if "ratelimit" in h.lower()]
+        assert responses[2].headers["retry-after"] == "1"
+        assert "retry-after-ms" not in responses[2].headers
+        assert llm_server.stats()["rate_limited"] == 1
+
+
+@pytest.mark.parametrize(("accounting", "second"), [("sum", 429), ("max", 429), ("usage", 200)])
+def test_only_usage_accounting_makes_room_for_the_next_request(
+    accounting: str, second: int
+) -> None:
+    # tpm 6000 holds 100 tokens. "hi" is 1 prompt token and its reply 19: sum and max
+    # charge 61 and keep it, so a second request (61 more) does not fit; usage gives the
+    # 41 unused tokens back when the first reply ends, so it does.
+    with serve(tpm=6000, token_accounting=accounting) as server:
+        first, then = (_chat(server, max_tokens=60) for _ in range(2))
+    assert (first.status_code, then.status_code) == (200, second)
+
+
+@pytest.mark.llm_server(
+    rpm=600,
+    header_overrides={"x-ratelimit-limit-requests": "0", "retry-after": "banana"},
+    header_override_rate=0.5,
+)
+def test_header_overrides_on_a_share_of_responses(llm_server: SimulatedServer) -> None:
+    limits = [_chat(llm_server).headers["x-ratelimit-limit-requests"] for _ in range(10)]
+    assert "0" in limits
+    assert "600" in limits
+
+
+@pytest.mark.llm_server(rpm=60, header_overrides={"retry-after": "-5"})
+def test_header_overrides_reach_429s(llm_server: SimulatedServer) -> None:
+    responses = [_chat(llm_server) for _ in range(2)]
+    assert responses[1].status_code == 429
+    assert responses[1].headers["retry-after"] == "-5"
+
+
+def _chat(server: SimulatedServer, **options: object) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}/chat/completions",
+        json={"model": "m", "messages": USER, **options},
+        headers={"Authorization": "Bearer k"},
+    )

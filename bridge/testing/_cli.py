@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ._config import DEFAULT_BURST_SECONDS, DEFAULT_HOST, DEFAULT_SLOW_FIRST_BYTE, ServerConfig
+from ._ratelimit import TOKEN_ACCOUNTING
 
 __all__ = ["main"]
 
@@ -61,6 +62,15 @@ def _error_rate(text: str) -> tuple[int, float]:
     return int(status), _probability(rate)
 
 
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a header; write NAME=VALUE, e.g. x-ratelimit-limit-requests=0"
+        )
+    return name.strip(), value
+
+
 def _serve_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s)")
@@ -75,6 +85,38 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
         type=_positive_seconds,
         default=DEFAULT_BURST_SECONDS,
         help="bucket size in seconds of quota (default %(default)s)",
+    )
+    add("--itpm", type=_per_minute, help="input tokens per minute per key (Anthropic's ITPM)")
+    add("--otpm", type=_per_minute, help="output tokens per minute per key (Anthropic's OTPM)")
+    add(
+        "--token-accounting",
+        choices=TOKEN_ACCOUNTING,
+        default="sum",
+        help="what a request costs against --tpm: sum = prompt + max_tokens up front, no "
+        "refund (Azure OpenAI); max = the larger of the two, no refund (OpenAI); usage = "
+        "settled to the real usage (default %(default)s)",
+    )
+    add(
+        "--no-rate-limit-headers",
+        dest="rate_limit_headers",
+        action="store_false",
+        help="send no x-ratelimit-*/anthropic-ratelimit-* headers; 429s carry only "
+        "retry-after in whole seconds, as many gateways do",
+    )
+    add(
+        "--header-override",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set this response header (e.g. a broken x-ratelimit-limit-requests=0); repeatable",
+    )
+    add(
+        "--header-override-rate",
+        type=_probability,
+        default=1.0,
+        metavar="P",
+        help="share of API responses that get the --header-override values (default 1)",
     )
     add(
         "--error-rate",
@@ -145,6 +187,12 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Server
             rpm=args.rpm,
             tpm=args.tpm,
             burst_seconds=args.burst_seconds,
+            itpm=args.itpm,
+            otpm=args.otpm,
+            token_accounting=args.token_accounting,
+            rate_limit_headers=args.rate_limit_headers,
+            header_overrides=dict(args.header_override),
+            header_override_rate=args.header_override_rate,
             error_rates=dict(args.error_rate),
             reset_rate=args.reset_rate,
             hang_rate=args.hang_rate,

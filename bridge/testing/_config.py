@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
+from ._ratelimit import TOKEN_ACCOUNTING, TokenAccounting
+
 __all__ = [
     "DEFAULT_BURST_SECONDS",
     "DEFAULT_HOST",
@@ -42,7 +44,20 @@ class ServerConfig:
       requests in the same order meet the same faults.
 
     Rate limits: ``rpm`` and ``tpm`` per API key (``None`` = unlimited), each a
-    bucket holding ``burst_seconds`` of quota.
+    bucket holding ``burst_seconds`` of quota; ``itpm``/``otpm`` are Anthropic's
+    separate input and output token limits. ``token_accounting`` says what a request
+    costs against TPM: ``"sum"`` (prompt + ``max_tokens`` up front, no refund, as Azure
+    OpenAI), ``"max"`` (the larger of the two, no refund, as OpenAI) or ``"usage"``
+    (prompt + ``max_tokens`` up front, settled to the real usage at the end).
+
+    Servers unlike the providers' own:
+
+    - ``rate_limit_headers=False`` sends no ``x-ratelimit-*``/``anthropic-ratelimit-*``
+      headers, and a 429 carries only ``retry-after`` in whole seconds, as many
+      gateways and proxies do.
+    - ``header_overrides`` replaces (or adds) response headers with the given values on
+      a share ``header_override_rate`` of API responses (429s included), drawn from
+      the seeded RNG: broken headers such as ``x-ratelimit-limit-requests: 0``.
     """
 
     host: str = DEFAULT_HOST
@@ -53,6 +68,12 @@ class ServerConfig:
     rpm: int | None = None
     tpm: int | None = None
     burst_seconds: float = DEFAULT_BURST_SECONDS
+    itpm: int | None = None
+    otpm: int | None = None
+    token_accounting: TokenAccounting = "sum"  # noqa: S105 - an accounting mode, not a secret
+    rate_limit_headers: bool = True
+    header_overrides: Mapping[str, str] = field(default_factory=dict)
+    header_override_rate: float = 1.0
     error_rates: Mapping[int, float] = field(default_factory=dict)
     reset_rate: float = 0.0
     hang_rate: float = 0.0
@@ -65,11 +86,27 @@ class ServerConfig:
     def __post_init__(self) -> None:
         # A read-only copy: the config is frozen, and the caller's dict may change later.
         object.__setattr__(self, "error_rates", MappingProxyType(dict(self.error_rates)))
+        object.__setattr__(
+            self,
+            "header_overrides",
+            MappingProxyType({k.lower(): v for k, v in self.header_overrides.items()}),
+        )
         _check_port(self.port)
         for name in ("latency", "jitter", "chunk_delay", "slow_first_byte"):
             _check_duration(name, getattr(self, name))
-        for name in ("rpm", "tpm"):
+        for name in ("rpm", "tpm", "itpm", "otpm"):
             _check_limit(name, getattr(self, name))
+        if self.token_accounting not in TOKEN_ACCOUNTING:
+            raise ValueError(
+                f"token_accounting must be one of {', '.join(TOKEN_ACCOUNTING)}; "
+                f"got {self.token_accounting!r}"
+            )
+        _check_rate("header_override_rate", self.header_override_rate)
+        for name, value in self.header_overrides.items():
+            if not (isinstance(name, str) and name and isinstance(value, str)):
+                raise ValueError(
+                    f"header_overrides maps header names to string values; got {name!r}: {value!r}"
+                )
         if not (math.isfinite(self.burst_seconds) and self.burst_seconds > 0):
             raise ValueError(f"burst_seconds must be > 0, got {self.burst_seconds!r}")
         self._check_faults()
@@ -104,6 +141,11 @@ class ServerConfig:
             if f.name == "error_rates":
                 for status, rate in sorted(value.items()):
                     args += ["--error-rate", f"{status}={rate!r}"]
+            elif f.name == "header_overrides":
+                for name, text in sorted(value.items()):
+                    args += ["--header-override", f"{name}={text}"]
+            elif f.name == "rate_limit_headers":
+                args += [] if value else ["--no-rate-limit-headers"]
             elif value is not None:
                 args += [
                     f"--{f.name.replace('_', '-')}",

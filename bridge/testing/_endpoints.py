@@ -23,6 +23,7 @@ from ._content import (
     split_chunks,
     token_count,
 )
+from ._ratelimit import Cost
 
 __all__ = [
     "ENDPOINTS",
@@ -51,12 +52,17 @@ class Call:
     model: str
     stream: bool
     prompt_tokens: int
-    cost: int  # tokens charged against TPM: prompt + max_tokens (or the default cap)
+    max_output: int  # the reply's cap: max_tokens, or the default; 0 for embeddings
     reply: Reply | None = None  # chat and messages
     include_usage: bool = False  # chat streams: stream_options.include_usage
     inputs: list[str] | None = None  # embeddings
     dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS
     base64: bool = False
+
+    @property
+    def cost(self) -> Cost:
+        """What the request asks of the rate limiter."""
+        return Cost(self.prompt_tokens, self.max_output)
 
     @property
     def completion_tokens(self) -> int:
@@ -147,7 +153,7 @@ class ChatCompletions(Endpoint):
             model=model,
             stream=stream,
             prompt_tokens=prompt,
-            cost=prompt + (max_tokens or DEFAULT_REPLY_TOKENS),
+            max_output=max_tokens or DEFAULT_REPLY_TOKENS,
             reply=make_reply(_last_user(messages), max_tokens),
             include_usage=stream and bool((options or {}).get("include_usage")),
         )
@@ -222,7 +228,7 @@ class Messages(Endpoint):
             model=model,
             stream=_flag(body, "stream"),
             prompt_tokens=prompt,
-            cost=prompt + (max_tokens or DEFAULT_REPLY_TOKENS),
+            max_output=max_tokens or DEFAULT_REPLY_TOKENS,
             reply=make_reply(_last_user(messages), max_tokens),
         )
 
@@ -311,7 +317,7 @@ class Embeddings(Endpoint):
             model=model,
             stream=False,
             prompt_tokens=prompt,
-            cost=prompt,
+            max_output=0,
             inputs=inputs,
             dimensions=dimensions,
             base64=encoding == "base64",

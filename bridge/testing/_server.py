@@ -90,6 +90,7 @@ class _Exchange:
     call: Call | None = None
     headers: dict[str, str] = field(default_factory=dict)
     fault: str | None = None
+    used_output: int = 0  # output tokens of a complete reply, settled against OTPM/TPM
     # Set before the server drops a connection on purpose, so that it does not
     # count as the client going away.
     closed_by_server: bool = False
@@ -107,7 +108,12 @@ class Simulator:
         self.config = config
         self.counters = Counters()
         self.limiter = RateLimiter(
-            rpm=config.rpm, tpm=config.tpm, burst_seconds=config.burst_seconds
+            rpm=config.rpm,
+            tpm=config.tpm,
+            itpm=config.itpm,
+            otpm=config.otpm,
+            token_accounting=config.token_accounting,
+            burst_seconds=config.burst_seconds,
         )
         self._fault_rates = [(k, r) for k, r in config.fault_rates().items() if r > 0]
         self._seed_rngs()
@@ -117,6 +123,7 @@ class Simulator:
         # Simulated faults need repeatability, not cryptographic strength.
         self._fault_rng = random.Random(self.config.seed)  # noqa: S311
         self._jitter_rng = random.Random(self.config.seed + 1)  # noqa: S311
+        self._header_rng = random.Random(self.config.seed + 2)  # noqa: S311
 
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
         """Route one request."""
@@ -159,24 +166,29 @@ class Simulator:
             call = exchange.call = endpoint.parse(parse_json(await exchange.request.read()))
         except BadRequest as exc:
             return self._error(exchange, 400, exc.message, param=exc.param)
-        decision = self.limiter.admit(_api_key(exchange.request), call.cost)
-        exchange.headers = self._limit_headers(endpoint, decision)
+        key = _api_key(exchange.request)
+        decision = self.limiter.admit(key, call.cost)
+        exchange.headers = {**self._limit_headers(endpoint, decision), **self._overrides()}
         if not decision.admitted:
             return self._rate_limited(exchange, decision)
         self.counters.requests += 1
         self.counters.endpoints[endpoint.name] += 1
         self.counters.tokens_in += call.prompt_tokens
         exchange.fault = self._draw_fault(call)
-        await self._sleep(self._latency())
-        if exchange.fault is not None:
-            return await self._fault(exchange)
-        return await self._reply(exchange)
+        try:
+            await self._sleep(self._latency())
+            if exchange.fault is not None:
+                return await self._fault(exchange)
+            return await self._reply(exchange)
+        finally:
+            self.limiter.settle(key, call.cost, exchange.used_output)
 
     async def _reply(self, exchange: _Exchange) -> web.StreamResponse:
         call = exchange.parsed
         if call.stream:
             return await self._stream(exchange)
         self.counters.tokens_out += call.completion_tokens
+        exchange.used_output = call.completion_tokens
         self.counters.status_counts[200] += 1
         return _json(200, exchange.endpoint.respond(call), exchange.headers)
 
@@ -207,6 +219,7 @@ class Simulator:
             await asyncio.Event().wait()  # until the client gives up and cancels us
         else:
             self.counters.tokens_out += call.completion_tokens
+            exchange.used_output = call.completion_tokens
         return response
 
     async def _write_events(self, response: web.StreamResponse, events: list[bytes]) -> None:
@@ -225,7 +238,8 @@ class Simulator:
         self.counters.faults[fault] += 1
         if fault.startswith("status:"):
             status = int(fault.removeprefix("status:"))
-            extra = retry_headers(_INJECTED_RETRY_AFTER) if status == 429 else {}
+            millis = self.config.rate_limit_headers
+            extra = retry_headers(_INJECTED_RETRY_AFTER, millis=millis) if status == 429 else {}
             message = f"Simulated error {status} (injected fault); retry the request."
             return self._error(exchange, status, message, extra)
         if fault == "reset":
@@ -259,7 +273,16 @@ class Simulator:
         if seconds > 0:  # a zero sleep still costs a loop iteration per request
             await asyncio.sleep(seconds)
 
+    def _overrides(self) -> dict[str, str]:
+        """The configured broken headers, on the share of responses chosen to get them."""
+        overrides = self.config.header_overrides
+        if not overrides or self._header_rng.random() >= self.config.header_override_rate:
+            return {}
+        return dict(overrides)
+
     def _limit_headers(self, endpoint: Endpoint, decision: Decision) -> dict[str, str]:
+        if not self.config.rate_limit_headers:
+            return {}
         if endpoint.provider == "anthropic":
             return anthropic_headers(decision)
         return openai_headers(decision)
@@ -272,7 +295,8 @@ class Simulator:
             f"Rate limit reached for {kind} per minute on this API key. "
             f"Please try again in {wait_ms}ms."
         )
-        return self._error(exchange, 429, message, retry_headers(decision.wait))
+        extra = retry_headers(decision.wait, millis=self.config.rate_limit_headers)
+        return self._error(exchange, 429, message, extra)
 
     def _error(
         self,
@@ -284,7 +308,8 @@ class Simulator:
     ) -> web.Response:
         self.counters.status_counts[status] += 1
         body = exchange.endpoint.error(status, message, param)
-        return _json(status, body, {**exchange.headers, **(extra_headers or {})})
+        # The exchange's headers last: a configured override replaces retry-after too.
+        return _json(status, body, {**(extra_headers or {}), **exchange.headers})
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
