@@ -17,6 +17,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 from ._calls import Call, wait_until
 from ._compat import gevent_patched
 from ._errors import BridgeClosedError, ReentrancyError
+from ._extras import require
 from ._iterators import AsyncIteratorBridge, CloseableIterator, IMapIterator
 from ._progress import Progress, wanted, with_progress
 from ._runner import LoopRunner
@@ -96,6 +97,7 @@ class Bridge:
         # Off: None, so the submit path pays one attribute test. asgiref loads only if on.
         self._attach: _Attach | None = None
         if thread_sensitive:
+            require("Bridge(thread_sensitive=True)", None, "asgiref")  # Django installs it
             from . import _sensitive  # noqa: PLC0415 - imports asgiref, an optional dependency
 
             _sensitive.check_supported()

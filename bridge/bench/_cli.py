@@ -16,19 +16,15 @@ from urllib.parse import urlsplit
 from bridge._errors import MissingExtraError
 from bridge._extras import require
 
+from . import BENCH_MODULES
 from ._approaches import Endpoint
 from ._redact import Redactor, without_userinfo
 from ._scenarios import SCENARIOS, Mode, headline
 
-__all__ = ["BENCH_MODULES", "main"]
+__all__ = ["main"]
 
 EXIT_USAGE = 2
 EXIT_MISSING = 1
-#: What the bench extra installs that the bench imports (the approaches it compares,
-#: the clients, its table and chart).
-BENCH_MODULES = (
-    "aiohttp", "anyio", "asgiref", "httpx2", "matplotlib", "openai", "rich", "tenacity",
-)  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
