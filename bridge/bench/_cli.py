@@ -36,7 +36,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "and anyio on the same LLM workload, side by side, on an embedded simulated server.",
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="small sizes, under 30 s (smoke test)")
+    size.add_argument("--quick", action="store_true", help="small sizes, about 30 s (smoke test)")
     size.add_argument("--full", action="store_true", help="the 4 s latency of the headline claim")
     parser.add_argument(
         "--scenario",
