@@ -396,38 +396,36 @@ class TestReentrancy:
                 small.map(outer, range(2))
 
 
+class Endless:
+    """An endless input that counts the items pulled from it."""
+
+    def __init__(self) -> None:
+        self.pulled = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for i in itertools.count():
+            self.pulled += 1
+            yield i
+
+
 class TestIMapMemory:
     def test_input_is_pulled_lazily_and_bounded(self, b: Bridge) -> None:
-        pulled = 0
-
-        def endless() -> Iterator[int]:
-            nonlocal pulled
-            for i in itertools.count():
-                pulled += 1
-                yield i
-
-        results = b.imap(double, endless(), concurrency=8)
+        endless = Endless()
+        results = b.imap(double, endless, concurrency=8)
         first = list(itertools.islice(results, 1000))
         results.close()
         assert first == [2 * i for i in range(1000)]
         # At most `concurrency` running plus `concurrency` finished-but-not-yet-taken.
-        assert pulled <= 1000 + 2 * 8
+        assert endless.pulled <= 1000 + 2 * 8
 
     def test_absurd_concurrency_still_bounds_read_ahead(self, b: Bridge) -> None:
-        pulled = 0
-
-        def endless() -> Iterator[int]:
-            nonlocal pulled
-            for i in itertools.count():
-                pulled += 1
-                yield i
-
-        results = b.imap(double, endless(), concurrency=10**9)
+        endless = Endless()
+        results = b.imap(double, endless, concurrency=10**9)
         assert next(results) == 0
         results.close()
         # Pulled by the time the first result came back: the fixed cap (plus the item that
         # took the first result's place), not a billion.
-        assert pulled <= MAX_READ_AHEAD + 1
+        assert endless.pulled <= MAX_READ_AHEAD + 1
 
 
 class TestIterate:
