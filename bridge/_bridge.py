@@ -17,14 +17,16 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 from ._calls import Call, wait_until
 from ._compat import gevent_patched
 from ._errors import BridgeClosedError, ReentrancyError
+from ._extras import require
 from ._iterators import AsyncIteratorBridge, CloseableIterator, IMapIterator
 from ._progress import Progress, wanted, with_progress
 from ._runner import LoopRunner
 from ._tasks import as_coroutine, run_bounded
-from ._threads import call_in_pool, in_pool_thread, run_sync
+from ._threads import ThreadPool, call_in_pool, in_pool_thread, run_sync
 from ._validate import (
     check_awaitable,
     check_concurrency,
+    check_grace,
     check_timeout,
     describe,
     is_async_callable,
@@ -87,13 +89,15 @@ class Bridge:
         self._concurrency = check_concurrency(concurrency, DEFAULT_CONCURRENCY)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a whole number of at least 1, got {threads!r}")
-        self._cancel_timeout = check_timeout(cancel_timeout) or DEFAULT_CANCEL_TIMEOUT
+        grace = check_grace(cancel_timeout, "cancel_timeout")
+        self._cancel_timeout = DEFAULT_CANCEL_TIMEOUT if grace is None else grace
         # Every open bridge is closed at interpreter exit; see _runner._close_all.
         self._runner = LoopRunner(threads=threads, name=name, close_timeout=self._cancel_timeout)
         self._threads = threads
         # Off: None, so the submit path pays one attribute test. asgiref loads only if on.
         self._attach: _Attach | None = None
         if thread_sensitive:
+            require("Bridge(thread_sensitive=True)", None, "asgiref")  # Django installs it
             from . import _sensitive  # noqa: PLC0415 - imports asgiref, an optional dependency
 
             _sensitive.check_supported()
@@ -164,6 +168,16 @@ class Bridge:
                 "(or bridge.set_default(bridge.Bridge()) for the process default)"
             )
         return self._runner.loop()
+
+    def _usable_pool(self) -> ThreadPool:
+        if self._runner.closing:
+            # The pool's threads were told to end; a job queued now would start one that
+            # never does, and run fn after close() returned.
+            raise BridgeClosedError(
+                "this bridge is closed, so to_thread() cannot run anything; create a new "
+                "bridge.Bridge() (or bridge.set_default(bridge.Bridge()) for the default)"
+            )
+        return self._runner.pool()
 
     def _wait(self, call: Call[T], timeout: float | None, *, where: str) -> T:
         """Submit ``call`` and block until it finishes.
@@ -465,10 +479,14 @@ class Bridge:
         """From async code, run the blocking ``fn(*args, **kwargs)`` in the bridge's pool.
 
         The pool's size bounds how many run at once, and the caller's contextvars are copied.
+
+        Raises:
+            BridgeClosedError: the bridge is closed (``fn`` is not called).
         """
+        pool = self._usable_pool()
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, fn, *args, **kwargs)
-        return await call_in_pool(self._runner.pool(), call, self._cancel_timeout)
+        return await call_in_pool(pool, call, self._cancel_timeout)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -477,8 +495,12 @@ class Bridge:
 
         Waits at most ``timeout`` seconds (default: ``cancel_timeout``) for tasks to finish
         cancelling. Closing twice is harmless; using a closed bridge raises BridgeClosedError.
+
+        Raises:
+            ValueError: ``timeout`` is not a finite number of seconds above 0.
         """
-        self._runner.close(check_timeout(timeout) or self._cancel_timeout)
+        grace = check_grace(timeout, "close(timeout=)")
+        self._runner.close(self._cancel_timeout if grace is None else grace)
 
     def __enter__(self) -> Bridge:
         return self

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._extras import require
 from ._limits import Limits, Retry
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def openai(
         TypeError: ``max_retries`` or ``http_client`` among ``kwargs`` (use ``retry=``, or
             :func:`bridge.wrap` for a client you built).
     """
+    require("bridge.openai()", "llm", "openai", "httpx2", "tenacity")
     import openai as sdk  # noqa: PLC0415 - optional dependency, imported on use
 
     _refuse(kwargs, "openai")
@@ -68,6 +70,7 @@ def anthropic(
 
     Limits are learned from the ``anthropic-ratelimit-*`` headers when not configured.
     """
+    require("bridge.anthropic()", "llm", "anthropic", "httpx2", "tenacity")
     import anthropic as sdk  # noqa: PLC0415 - optional dependency, imported on use
 
     _refuse(kwargs, "anthropic")
@@ -100,6 +103,7 @@ def wrap(client: C, *, limits: Limits | None = None, retry: Retry | None = None)
     Raises:
         TypeError: ``client`` is not an OpenAI or Anthropic SDK client.
     """
+    require("bridge.wrap()", "llm", "httpx2", "tenacity")
     copy = getattr(client, "with_options", None)
     current = getattr(client, "_client", None)
     if copy is None or current is None:
@@ -127,6 +131,7 @@ def http_client(
     ``kwargs`` go to the httpx2 client (``timeout``, ``headers``...). ``transport`` is for
     the async client only; the sync one uses httpx2's thread-safe pool.
     """
+    require("bridge.http_client()", "llm", "httpx2", "tenacity")
     import httpx2  # noqa: PLC0415 - optional dependency, imported on use
 
     from ._transport import SyncAdmissionTransport  # noqa: PLC0415 - imports httpx2

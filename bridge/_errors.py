@@ -9,6 +9,7 @@ inside your own coroutines reach you unchanged, with their own type::
     ├── ForeignLoopError     (also a RuntimeError)
     ├── RateLimitStoreError  (also a ConnectionError)
     ├── JournalMismatchError (also a ValueError)
+    ├── MissingExtraError    (also a ModuleNotFoundError)
     └── RecordedError        (a failure replayed from a journal)
 
 A call's ``timeout`` raises the builtin :class:`TimeoutError`, and bad arguments
@@ -23,6 +24,7 @@ __all__ = [
     "BridgeWarning",
     "ForeignLoopError",
     "JournalMismatchError",
+    "MissingExtraError",
     "RateLimitStoreError",
     "RecordedError",
     "ReentrancyError",
@@ -69,6 +71,19 @@ class JournalMismatchError(BridgeError, ValueError):
     Results of one call are never mixed with another's: pass a new ``journal=`` path, or
     delete the old file to start over.
     """
+
+
+class MissingExtraError(BridgeError, ModuleNotFoundError):
+    """A feature needs an optional dependency that is not installed.
+
+    The message names the extra that brings it (``pip install 'llm-sync-bridge[llm]'``);
+    ``extra`` holds that extra's name (``None`` for a lone package) and ``name``, as for
+    any ``ModuleNotFoundError``, the first missing module.
+    """
+
+    def __init__(self, message: str, *, name: str, extra: str | None) -> None:
+        super().__init__(message, name=name)
+        self.extra = extra
 
 
 class RecordedError(BridgeError):

@@ -19,7 +19,12 @@ from ._waiters import NULL_NOTIFIER, new_notifier, new_one_shot
 if TYPE_CHECKING:
     from ._bridge import Bridge
 
-__all__ = ["AsyncIteratorBridge", "CloseableIterator", "IMapIterator"]
+__all__ = ["MAX_READ_AHEAD", "AsyncIteratorBridge", "CloseableIterator", "IMapIterator"]
+
+#: The most input items ``imap`` holds at once (running, or finished and waiting for their
+#: turn), whatever ``concurrency`` says: ``concurrency=10**9`` over an endless generator
+#: would otherwise pull input for ever and never yield.
+MAX_READ_AHEAD = 10_000
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -46,7 +51,8 @@ class IMapIterator(Iterator[T], Generic[A, T]):
     The caller's thread does the bookkeeping: it pulls input (so a user's generator never
     runs on the loop), starts calls while fewer than ``limit`` run, and sleeps until the
     loop reports one finished. Finished results that wait for their turn (``ordered``)
-    are capped at ``limit`` too, so memory stays bounded whatever the input's length.
+    are capped at ``limit`` too, and both together at :data:`MAX_READ_AHEAD`, so memory
+    stays bounded whatever the input's length and whatever ``limit`` says.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class IMapIterator(Iterator[T], Generic[A, T]):
         self._invoke = invoke
         self._items = enumerate(items)
         self._limit = limit
+        self._read_ahead = min(2 * limit, MAX_READ_AHEAD)
         self._ordered = ordered
         self._timeout = timeout
         self._ctx = contextvars.copy_context()
@@ -118,7 +125,7 @@ class IMapIterator(Iterator[T], Generic[A, T]):
         while (
             not self._exhausted
             and len(self._running) < self._limit
-            and len(self._running) + len(self._ready) < 2 * self._limit
+            and len(self._running) + len(self._ready) < self._read_ahead
         ):
             try:
                 index, item = next(self._items)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from ._extras import require
+
 __all__ = [
     "DEFAULT_ATTEMPTS",
     "DEFAULT_BACKOFF",
@@ -169,6 +171,7 @@ def _check_store_url(url: object) -> None:
             f"store URL scheme {scheme!r} is not supported; use redis://host:port/db, "
             "rediss:// for TLS, or unix:///path/to/redis.sock"
         )
+    require("Limits(store=...)", "redis", "redis")
 
 
 def _redacted(url: str) -> str:

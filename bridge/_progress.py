@@ -12,6 +12,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any, Literal, TypeVar
 
+from ._extras import require
+
 __all__ = ["Progress", "with_progress"]
 
 T = TypeVar("T")
@@ -27,18 +29,17 @@ def wanted(progress: Progress) -> bool:
 
 def with_progress(results: Iterator[T], *, total: int | None, label: str) -> Iterator[T]:
     """Yield ``results`` unchanged while a bar counts them; closing this closes them."""
-    try:
-        from rich.console import Console  # noqa: PLC0415
-        from rich.progress import (  # noqa: PLC0415 - optional, only when a bar is drawn
-            BarColumn,
-            MofNCompleteColumn,
-            TaskProgressColumn,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as Bar  # noqa: PLC0415
-    except ImportError:
-        raise ImportError("progress= needs rich: pip install 'llm-sync-bridge[progress]'") from None
+    require("progress=True", "progress", "rich")
+    from rich.console import Console  # noqa: PLC0415 - optional, only when a bar is drawn
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as Bar  # noqa: PLC0415
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -21,7 +21,7 @@ class EndpointStats:
     yet answered; ``queued`` requests waiting for admission; ``tokens_in``/``tokens_out``
     what ``usage`` reported; ``latency_p50``/``latency_p95`` seconds from send to the
     complete answer (``None`` before the first one). ``concurrency`` is the current cap,
-    ``rpm``/``tpm`` the limits in force (configured or learned, ``None``: none).
+    ``rpm``/``tpm`` the limits in force, whole numbers (configured or learned, ``None``: none).
     """
 
     endpoint: str
@@ -35,8 +35,8 @@ class EndpointStats:
     latency_p50: float | None
     latency_p95: float | None
     concurrency: int
-    rpm: float | None
-    tpm: float | None
+    rpm: int | None
+    tpm: int | None
 
 
 class Recorder:
@@ -88,9 +88,15 @@ class Recorder:
                 latency_p50=_percentile(ordered, 0.50),
                 latency_p95=_percentile(ordered, 0.95),
                 concurrency=concurrency,
-                rpm=rpm,
-                tpm=tpm,
+                rpm=_whole(rpm),
+                tpm=_whole(tpm),
             )
+
+
+def _whole(limit: float | None) -> int | None:
+    # Limits are counts per minute; a learned one comes back from a per-second rate as
+    # 2000.0000000000002, which would show as such.
+    return None if limit is None else round(limit)
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
+import threading
 from collections.abc import Awaitable
 from typing import Any
 
 __all__ = [
     "check_awaitable",
     "check_concurrency",
+    "check_grace",
     "check_timeout",
     "describe",
     "is_async_callable",
@@ -58,10 +61,43 @@ def check_concurrency(value: object, default: int) -> int:
 
 
 def check_timeout(value: object) -> float | None:
+    """A call's ``timeout``: seconds above 0, or None (``inf`` also means no limit)."""
     if value is None:
         return None
+    seconds = _seconds(value, "timeout")
+    if seconds == math.inf:
+        return None
+    if seconds <= 0:
+        raise ValueError(
+            f"timeout must be more than 0 seconds (or None for no limit), got {seconds}"
+        )
+    return seconds
+
+
+def check_grace(value: object, name: str) -> float | None:
+    """``cancel_timeout`` or ``close(timeout=)``: finite seconds above 0, or None (the default).
+
+    A clean-up wait must end, so unlike a call's ``timeout`` it has no "no limit" value.
+    """
+    if value is None:
+        return None
+    seconds = _seconds(value, name)
+    # Half the most a lock may wait (about 146 years): waits add their own margin to it.
+    if not 0 < seconds <= threading.TIMEOUT_MAX / 2:
+        raise ValueError(
+            f"{name} must be a finite number of seconds above 0, got {seconds}; "
+            "it bounds how long clean-up may take (pass None for the default)"
+        )
+    return seconds
+
+
+def _seconds(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"timeout must be a number of seconds or None, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"timeout must be more than 0 seconds (or None for no limit), got {value}")
-    return float(value)
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float: as good as infinite
+        seconds = math.inf if value > 0 else -math.inf
+    if math.isnan(seconds):
+        raise ValueError(f"{name} is NaN; pass a number of seconds above 0, or None")
+    return seconds

@@ -17,6 +17,7 @@ import pytest
 
 import bridge
 from bridge import Bridge, BridgeClosedError, BridgeError, ReentrancyError
+from bridge._iterators import MAX_READ_AHEAD
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
 
@@ -395,22 +396,36 @@ class TestReentrancy:
                 small.map(outer, range(2))
 
 
+class Endless:
+    """An endless input that counts the items pulled from it."""
+
+    def __init__(self) -> None:
+        self.pulled = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for i in itertools.count():
+            self.pulled += 1
+            yield i
+
+
 class TestIMapMemory:
     def test_input_is_pulled_lazily_and_bounded(self, b: Bridge) -> None:
-        pulled = 0
-
-        def endless() -> Iterator[int]:
-            nonlocal pulled
-            for i in itertools.count():
-                pulled += 1
-                yield i
-
-        results = b.imap(double, endless(), concurrency=8)
+        endless = Endless()
+        results = b.imap(double, endless, concurrency=8)
         first = list(itertools.islice(results, 1000))
         results.close()
         assert first == [2 * i for i in range(1000)]
         # At most `concurrency` running plus `concurrency` finished-but-not-yet-taken.
-        assert pulled <= 1000 + 2 * 8
+        assert endless.pulled <= 1000 + 2 * 8
+
+    def test_absurd_concurrency_still_bounds_read_ahead(self, b: Bridge) -> None:
+        endless = Endless()
+        results = b.imap(double, endless, concurrency=10**9)
+        assert next(results) == 0
+        results.close()
+        # Pulled by the time the first result came back: the fixed cap (plus the item that
+        # took the first result's place), not a billion.
+        assert endless.pulled <= MAX_READ_AHEAD + 1
 
 
 class TestIterate:
@@ -630,3 +645,95 @@ class TestDefault:
             replacement.close()
         with pytest.raises(TypeError, match=r"bridge\.Bridge"):
             bridge.set_default("nope")  # type: ignore[arg-type]
+
+
+class TestTimeoutValues:
+    """NaN, infinities and other odd seconds, refused or understood at the call."""
+
+    @pytest.mark.parametrize("where", ["run", "gather", "map", "imap", "iterate", "syncify"])
+    def test_nan_timeout_is_refused_at_the_call(self, b: Bridge, where: str) -> None:
+        nan = float("nan")
+        with pytest.raises(ValueError, match="timeout is NaN"):
+            _call_with_timeout(b, where, nan)
+
+    @pytest.mark.parametrize("where", ["run", "gather", "map", "imap", "iterate", "syncify"])
+    def test_infinite_timeout_means_no_limit(self, b: Bridge, where: str) -> None:
+        assert _call_with_timeout(b, where, float("inf")) == [2]
+
+    @pytest.mark.parametrize("bad", [-float("inf"), -1, 0])
+    def test_negative_or_zero_timeout_is_refused(self, b: Bridge, bad: float) -> None:
+        with pytest.raises(ValueError, match="more than 0"):
+            b.imap(double, [1], timeout=bad)
+
+    @pytest.mark.parametrize(
+        "bad", [float("nan"), float("inf"), -1.0, 0, pytest.param(10**400, id="10**400")]
+    )
+    def test_cancel_timeout_must_be_finite_and_positive(self, bad: float) -> None:
+        with pytest.raises(ValueError, match="cancel_timeout"):
+            Bridge(cancel_timeout=bad)
+
+    def test_cancel_timeout_none_is_the_default(self) -> None:
+        with Bridge(cancel_timeout=None) as default:  # type: ignore[arg-type]
+            assert default._cancel_timeout == bridge.DEFAULT_CANCEL_TIMEOUT
+
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -2.0])
+    def test_close_with_a_bad_timeout_refuses_and_leaves_the_bridge_open(self, bad: float) -> None:
+        opened = Bridge()
+        try:
+            assert opened.run(double(1)) == 2
+            with pytest.raises(ValueError, match=r"close\(timeout=\)"):
+                opened.close(timeout=bad)
+            assert not opened.closed
+            assert opened.run(double(2)) == 4  # still usable: nothing was half-closed
+        finally:
+            opened.close()
+        assert opened.closed
+
+    def test_timeout_of_the_wrong_type(self, b: Bridge) -> None:
+        with pytest.raises(TypeError, match="number of seconds"):
+            b.map(double, [1], timeout="5")  # type: ignore[arg-type]
+
+
+def _call_with_timeout(b: Bridge, where: str, timeout: float) -> list[int]:
+    if where == "run":
+        return [b.run(double(1), timeout=timeout)]
+    if where == "gather":
+        return b.gather(double(1), timeout=timeout)
+    if where == "map":
+        return b.map(double, [1], timeout=timeout)
+    if where == "imap":
+        return list(b.imap(double, [1], timeout=timeout))
+    if where == "iterate":
+
+        async def one() -> AsyncIterator[int]:
+            yield 2
+
+        return list(b.iterate(one(), timeout=timeout))
+    return [b.syncify(double, timeout=timeout)(1)]
+
+
+class TestClosedBridge:
+    def test_to_thread_on_a_closed_bridge_raises_and_runs_nothing(self) -> None:
+        closed = Bridge(name="closed-to-thread")
+        ran: list[int] = []
+
+        async def hand_off() -> None:
+            await closed.to_thread(ran.append, 1)
+
+        closed.run(hand_off())  # starts the pool
+        closed.close()
+        workers = _pool_threads("closed-to-thread")
+        with pytest.raises(BridgeClosedError, match="closed"):
+            asyncio.run(hand_off())
+        assert ran == [1]  # only the call made before close()
+        assert _pool_threads("closed-to-thread") <= workers  # no new thread, waiting for ever
+
+    def test_to_thread_on_a_bridge_closed_before_first_use(self) -> None:
+        never_used = Bridge()
+        never_used.close()
+        with pytest.raises(BridgeClosedError):
+            asyncio.run(never_used.to_thread(len, "abc"))
+
+
+def _pool_threads(name: str) -> int:
+    return sum(t.name.startswith(f"{name}-worker") for t in threading.enumerate())

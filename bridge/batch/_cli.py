@@ -140,7 +140,9 @@ class Summary:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bridge batch", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge batch", description=__doc__, allow_abbrev=False
+    )
     parser.add_argument("input", type=Path, help="requests, one JSON object per line")
     parser.add_argument("-o", "--output", type=Path, required=True, help="results JSONL")
     parser.add_argument("--concurrency", type=int, default=50)

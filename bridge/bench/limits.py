@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import bridge
+from bridge._extras import require
 from bridge.testing import SimulatedServer, expected_digest, serve
 
+from . import BENCH_MODULES
 from ._targets import target
 
 __all__ = ["Result", "scenario", "scenarios"]
@@ -176,13 +178,16 @@ def scenario(mode: Any, progress: Callable[[str], None]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bridge.bench.limits", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.bench.limits", description=__doc__, allow_abbrev=False
+    )
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--rpm", type=int, default=1200)
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--jitter", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
+    require("python -m bridge.bench.limits", "bench", *BENCH_MODULES)
     print(
         f"{args.calls} calls, server rpm={args.rpm} (1 s burst), latency {args.latency} s "
         f"± {args.jitter} s; ideal = {args.calls / (args.rpm / 60):.1f} s"

@@ -19,6 +19,9 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 import bridge
+from bridge._extras import require
+
+from . import BENCH_MODULES
 
 Approach = Callable[[], object]
 
@@ -79,11 +82,16 @@ def measure(calls: int, rounds: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.bench.roundtrip",
+        description=__doc__.splitlines()[0],
+        allow_abbrev=False,
+    )
     parser.add_argument("--calls", type=int, default=2000, help="calls per round (default 2000)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    require("python -m bridge.bench.roundtrip", "bench", *BENCH_MODULES)
     result = measure(args.calls, args.rounds)
     base = result["bridge.run"]
     if args.json:

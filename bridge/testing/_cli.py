@@ -12,6 +12,9 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 
+from bridge._errors import MissingExtraError
+from bridge._extras import require
+
 from ._config import DEFAULT_BURST_SECONDS, DEFAULT_HOST, DEFAULT_SLOW_FIRST_BYTE, ServerConfig
 from ._ratelimit import TOKEN_ACCOUNTING
 
@@ -169,10 +172,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bridge.testing",
         description="A simulated OpenAI- and Anthropic-compatible LLM server for tests.",
+        allow_abbrev=False,  # a mistyped flag is refused, never guessed
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _serve_flags(commands.add_parser("serve", help="run the server; prints its base URL"))
-    _loadgen_flags(commands.add_parser("loadgen", help="measure non-streaming requests/s"))
+    _serve_flags(
+        commands.add_parser("serve", help="run the server; prints its base URL", allow_abbrev=False)
+    )
+    _loadgen_flags(
+        commands.add_parser("loadgen", help="measure non-streaming requests/s", allow_abbrev=False)
+    )
     return parser
 
 
@@ -231,6 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        require("python -m bridge.testing", "testing", "aiohttp")
+    except MissingExtraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.command == "serve":
         return _serve(_config(args, parser), args.watch_stdin)
     from ._loadgen import run_loadgen  # noqa: PLC0415 -- aiohttp loads only when used

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, TypedDict, cast
 
 from bridge._errors import BridgeError
+from bridge._extras import require
 
 from ._config import ServerConfig
 
@@ -197,4 +198,5 @@ def serve(
     """
     if config is not None and options:
         raise TypeError("pass either a ServerConfig or keyword options to serve(), not both")
+    require("bridge.testing.serve()", "testing", "aiohttp")  # the child would fail on it
     return SimulatedServer(config or ServerConfig(**options), startup_timeout=startup_timeout)
