@@ -74,9 +74,12 @@ def _preload_one(name: str) -> bool:
 
 def _import_stack() -> None:
     """Import what ``bridge.openai()``/``anthropic()`` and their first request import."""
-    from ._clients import _import_http_stack  # noqa: PLC0415 - imports httpx2
-    from ._transport import _aiohttp_transport_class  # noqa: PLC0415 - imports httpx2, tenacity
-
+    try:
+        from ._clients import _import_http_stack  # noqa: PLC0415 - imports httpx2
+        from ._transport import _aiohttp_transport_class  # noqa: PLC0415 - imports tenacity
+    except ImportError as exc:  # an SDK without the llm extra: bridge.openai() will say so
+        logger.debug("preload: not importing the bridge's HTTP stack: %s", exc)
+        return
     _import_http_stack()
     _aiohttp_transport_class()  # the SDK's aiohttp adapter, and aiohttp, when installed
 
@@ -88,13 +91,15 @@ def _warm(name: str, warmer: Callable[[], None]) -> None:
         logger.warning("preloading %s imported it but could not warm it up", name, exc_info=True)
 
 
-def _mock_http(reply: dict[str, Any]) -> Any:
+def _offline(sdk_client: Callable[..., Any], base_url: str, reply: dict[str, Any]) -> Any:
+    """An SDK client whose every request gets ``reply`` from memory, never the network."""
     import httpx2  # noqa: PLC0415 - optional dependency
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(200, json=reply)
 
-    return httpx2.Client(transport=httpx2.MockTransport(answer))
+    http = httpx2.Client(transport=httpx2.MockTransport(answer))
+    return sdk_client(api_key="preload", base_url=base_url, http_client=http, max_retries=0)
 
 
 _CHAT_REPLY = {
@@ -112,6 +117,8 @@ _CHAT_REPLY = {
     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
 }
 
+_MESSAGES = [{"role": "user", "content": "preload"}]
+
 _MESSAGE_REPLY = {
     "id": "msg_preload",
     "type": "message",
@@ -127,29 +134,15 @@ _MESSAGE_REPLY = {
 def _warm_openai() -> None:
     import openai  # noqa: PLC0415 - optional dependency
 
-    with openai.OpenAI(
-        api_key="preload",
-        base_url="http://preload.invalid/v1",
-        http_client=_mock_http(_CHAT_REPLY),
-        max_retries=0,
-    ) as client:
-        client.chat.completions.create(
-            model="preload", messages=[{"role": "user", "content": "preload"}], max_tokens=1
-        )
+    with _offline(openai.OpenAI, "http://preload.invalid/v1", _CHAT_REPLY) as client:
+        client.chat.completions.create(model="preload", messages=_MESSAGES, max_tokens=1)
 
 
 def _warm_anthropic() -> None:
     import anthropic  # noqa: PLC0415 - optional dependency
 
-    with anthropic.Anthropic(
-        api_key="preload",
-        base_url="http://preload.invalid",
-        http_client=_mock_http(_MESSAGE_REPLY),
-        max_retries=0,
-    ) as client:
-        client.messages.create(
-            model="preload", messages=[{"role": "user", "content": "preload"}], max_tokens=1
-        )
+    with _offline(anthropic.Anthropic, "http://preload.invalid", _MESSAGE_REPLY) as client:
+        client.messages.create(model="preload", messages=_MESSAGES, max_tokens=1)
 
 
 _WARMERS: dict[str, Callable[[], None]] = {"openai": _warm_openai, "anthropic": _warm_anthropic}

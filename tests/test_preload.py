@@ -98,3 +98,17 @@ def test_preloading_nothing_imports_nothing() -> None:
         """
     )
     assert found == {"done": [], "openai": False}
+
+
+def test_an_sdk_without_the_llm_extra_is_still_preloaded_and_nothing_fails() -> None:
+    """openai installed for another reason, tenacity missing: the app must still start."""
+    found = run_fresh(
+        """
+        import json, sys
+        sys.modules["tenacity"] = None  # import tenacity now raises ImportError
+        from bridge._preload import preload
+        done = preload(["openai"])
+        print(json.dumps({"done": done, "chat": "openai.resources.chat" in sys.modules}))
+        """
+    )
+    assert found == {"done": ["openai"], "chat": True}
