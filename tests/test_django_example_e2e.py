@@ -1,5 +1,6 @@
 """django_example served for real: gunicorn (gthread, 4 workers, --preload), uvicorn, and
-the page in headless Chromium, all against the simulated LLM server at 0.3 s latency.
+the page in headless Chromium, all against the simulated LLM server at 0.3 s latency, on
+the example's defaults (SQLite, DEBUG off).
 
 Nothing here measures time: concurrency shows in the simulated server's ``max_in_flight``.
 ``django_example/bench_api.py`` measures the speed.
@@ -12,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,12 +22,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from example_apps import HOSTILE, NOT_JSON_TYPES, PRELOADED, TOO_BIG, documented_reply
 
 from bridge.testing import SimulatedServer, expected_digest, serve
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "django_example"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "django_example"
+#: A gunicorn config whose workers record the modules they import after fork.
+IMPORTS_HOOK = Path(__file__).resolve().parent / "gunicorn_imports.py"
 BIN = Path(sys.executable).parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -76,6 +82,10 @@ class Site:
     def summarize(self, documents: list[str], path: str = "/api/summarize", **extra: str):
         return httpx.post(self.url + path, json={"documents": documents, **extra}, timeout=60)
 
+    def post(self, body: bytes, path: str = "/api/summarize", **headers: str) -> httpx.Response:
+        headers.setdefault("content-type", "application/json")
+        return httpx.post(self.url + path, content=body, headers=headers, timeout=60)
+
 
 @pytest.fixture(scope="module")
 def llm() -> Iterator[SimulatedServer]:
@@ -84,18 +94,28 @@ def llm() -> Iterator[SimulatedServer]:
 
 
 @pytest.fixture(scope="module")
-def site_env(llm: SimulatedServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The example's environment, pointed at the simulated server, with a migrated SQLite."""
-    db = tmp_path_factory.mktemp("example") / "db.sqlite3"
+def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("example") / "db.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def site_env(
+    llm: SimulatedServer, database: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """The example's environment, pointed at the simulated server, with a migrated SQLite.
+
+    SQLite, as by default, in a file of the test's own; DEBUG is left to its default.
+    """
     env = {
         **os.environ,
         "OPENAI_BASE_URL": llm.base_url,
         "OPENAI_API_KEY": "test",
-        "DATABASE_URL": f"sqlite:///{db}",
-        "DJANGO_DEBUG": "0",
+        "DATABASE_URL": f"sqlite:///{database}",
         "PYTHONUNBUFFERED": "1",
+        "IMPORTS_AFTER_FORK_DIR": str(tmp_path_factory.mktemp("imports")),
     }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
+    for name in ("DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG"):
+        env.pop(name, None)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
         cwd=EXAMPLE,
@@ -111,7 +131,7 @@ def gunicorn(site_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     port = free_port()
     flags = (
         "--worker-class gthread --workers 4 --threads 4 --preload --no-control-socket "
-        f"--bind 127.0.0.1:{port} example.wsgi"
+        f"--bind 127.0.0.1:{port} --config {IMPORTS_HOOK} example.wsgi"
     )
     command = [str(BIN / "gunicorn"), *flags.split()]
     site = Site(command, site_env, tmp_path_factory.mktemp("gunicorn") / "log", port)
@@ -143,6 +163,16 @@ class TestGunicorn:
         assert body["concurrency"] == 10
         assert body["usage"]["total_tokens"] > body["usage"]["prompt_tokens"] > 0
         assert llm.stats()["max_in_flight"] == 10
+
+    def test_the_reply_has_the_shape_docs_django_md_gives(self, gunicorn: Site):
+        reply, summary = documented_reply("django.md")
+        response = gunicorn.summarize(["one", "two"])
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == reply
+        for each in body["summaries"]:
+            assert set(each) == summary
+            assert each["done_s"] > 0
 
     def test_sequential_mode_runs_one_at_a_time(self, gunicorn: Site, llm: SimulatedServer):
         documents = ["one", "two", "three"]
@@ -177,9 +207,42 @@ class TestGunicorn:
     )
     def test_bad_input_gets_400_with_a_json_error(self, gunicorn: Site, body: bytes, error: str):
         for path in ("/api/summarize", "/api/summarize/stream"):
-            response = httpx.post(gunicorn.url + path, content=body, timeout=30)
+            response = gunicorn.post(body, path)
             assert response.status_code == 400
             assert error in response.json()["error"]
+
+    @pytest.mark.parametrize(("body", "error"), HOSTILE)
+    def test_hostile_bodies_get_400_with_a_json_error(
+        self, gunicorn: Site, body: bytes, error: str
+    ):
+        for path in ("/api/summarize", "/api/summarize/stream"):
+            response = gunicorn.post(body, path)
+            assert response.status_code == 400, response.text[:300]
+            assert response.headers["content-type"] == "application/json"
+            assert error in response.json()["error"]
+
+    @pytest.mark.parametrize("content_type", NOT_JSON_TYPES)
+    def test_a_body_that_is_not_application_json_gets_415(
+        self, gunicorn: Site, content_type: str | None
+    ):
+        headers = {"content-type": content_type} if content_type else {}
+        body = json.dumps({"documents": ["a"]}).encode()
+        for path in ("/api/summarize", "/api/summarize/stream"):
+            response = httpx.post(gunicorn.url + path, content=body, headers=headers)
+            assert response.status_code == 415
+            assert "Content-Type: application/json" in response.json()["error"]
+
+    def test_a_body_over_the_size_limit_gets_413(self, gunicorn: Site):
+        response = gunicorn.post(TOO_BIG)
+        assert response.status_code == 413
+        assert "over 8,000,000 bytes" in response.json()["error"]
+
+    def test_debug_is_off_by_default(self, gunicorn: Site):
+        response = httpx.get(gunicorn.url + "/no-such-page", timeout=30)
+        assert response.status_code == 404
+        # Django's debug 404 page lists the URLconf; its plain one says nothing.
+        assert "URLconf" not in response.text
+        assert "DEBUG = True" not in response.text
 
     def test_fifty_requests_no_closed_loops_and_every_worker_answers(self, gunicorn: Site):
         pids = set()
@@ -199,6 +262,53 @@ class TestGunicorn:
                     break
                 pids |= parallel_pids(client, gunicorn.url, 16)
         assert len(pids) == 4
+
+
+def test_hundred_concurrent_requests_all_succeed_and_overlap(
+    gunicorn: Site, llm: SimulatedServer, database: Path
+):
+    """100 requests of 5 documents at once, on the default SQLite: no request waits for
+    another's transaction, so all succeed and their LLM calls overlap."""
+    llm.reset()
+    before = count_rows(database)
+
+    def one(i: int) -> httpx.Response:
+        return gunicorn.summarize([f"request {i} document {d}" for d in range(5)])
+
+    with concurrent.futures.ThreadPoolExecutor(100) as pool:
+        responses = list(pool.map(one, range(100)))
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200] * 100, [r.text[:200] for r in responses if r.status_code != 200]
+    assert llm.stats()["max_in_flight"] >= 40
+    runs, finished, outcomes = count_rows(database)
+    assert (runs - before[0], finished - before[1], outcomes - before[2]) == (100, 100, 500)
+    assert "database is locked" not in gunicorn.text()
+
+
+def count_rows(database: Path) -> tuple[int, int, int]:
+    """Runs, finished runs and outcomes in the example's database."""
+    with sqlite3.connect(database) as db:
+        runs, finished = db.execute(
+            "SELECT count(*), count(finished) FROM summaries_run"
+        ).fetchone()
+        (outcomes,) = db.execute("SELECT count(*) FROM summaries_outcome").fetchone()
+    return runs, finished, outcomes
+
+
+def test_workers_import_no_sdk_after_fork(gunicorn: Site, site_env: dict[str, str]):
+    """Under --preload the master imported the SDK, its HTTP stack and the client's
+    pieces: after fork, serving requests (the first one included) imports none of them."""
+    records = Path(site_env["IMPORTS_AFTER_FORK_DIR"])
+    with httpx.Client(timeout=60) as client:
+        for _ in range(10):
+            if len(list(records.glob("*.json"))) == 4:
+                break
+            parallel_pids(client, gunicorn.url, 16)
+    assert len(list(records.glob("*.json"))) == 4, "not every worker answered"
+    for record in records.glob("*.json"):
+        imported = json.loads(record.read_text())["after_fork"]
+        late = [n for n in imported if n.split(".")[0] in {*PRELOADED, "summaries", "example"}]
+        assert late == [], f"worker {record.stem} imported after fork: {imported}"
 
 
 def parallel_pids(client: httpx.Client, url: str, count: int) -> set[int]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -85,6 +88,37 @@ class TestSetUp:
         assert any("flask-bridge" in t.name for t in threading.enumerate())
 
 
+class TestPreload:
+    @pytest.mark.parametrize(
+        ("config", "preloaded", "imported"),
+        [
+            pytest.param({}, ["openai", "anthropic"], True, id="by-default"),
+            pytest.param({"BRIDGE_PRELOAD": ["anthropic"]}, ["anthropic"], False, id="one-sdk"),
+            pytest.param({"BRIDGE_PRELOAD": False}, [], False, id="off"),
+        ],
+    )
+    def test_init_app_preloads_in_a_fresh_process(
+        self, config: dict[str, object], preloaded: list[str], imported: bool
+    ) -> None:
+        """What a gunicorn --preload master does: init_app imports the SDKs (or not)."""
+        code = f"""
+import json, sys
+from flask import Flask
+from bridge.flask import Bridge
+app = Flask("preload")
+app.config.update({config!r})
+assert "openai" not in sys.modules
+ext = Bridge(app)
+with app.app_context():
+    print(json.dumps([list(ext.config.preload), "openai.resources.chat" in sys.modules]))
+"""
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == [preloaded, imported]
+
+
 class TestConfigErrors:
     @pytest.mark.parametrize(
         ("config", "message"),
@@ -98,6 +132,8 @@ class TestConfigErrors:
             ({"BRIDGE_LIMITS": {"https://x/v1": {"rmp": 5}}}, "bridge.Limits keywords"),
             ({"BRIDGE_LIMITS": {"https://x/v1": {"rpm": -1}}}, r"BRIDGE_LIMITS\['https://x/v1'\]"),
             ({"BRIDGE_LIMITS": {"https://x/v1": 500}}, "expected a dict or a bridge.Limits"),
+            ({"BRIDGE_PRELOAD": "openai"}, "BRIDGE_PRELOAD is invalid"),
+            ({"BRIDGE_PRELOAD": ["mistral"]}, "a list of SDK names from"),
         ],
     )
     def test_init_app_names_the_bad_key_and_what_to_write(

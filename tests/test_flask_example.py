@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from example_apps import HOSTILE, NOT_JSON_TYPES, TOO_BIG, documented_reply
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -94,6 +95,67 @@ def test_bad_input_gets_400_with_a_json_error(client: FlaskClient, body: bytes, 
         response = client.post(path, data=body, content_type="application/json")
         assert response.status_code == 400
         assert error in response.get_json()["error"]
+
+
+@pytest.mark.parametrize(("body", "error"), HOSTILE)
+def test_hostile_bodies_get_400_with_a_json_error(
+    client: FlaskClient, body: bytes, error: str
+) -> None:
+    for path in ("/api/summarize", "/api/summarize/stream"):
+        response = client.post(path, data=body, content_type="application/json")
+        assert response.status_code == 400, response.text[:300]
+        assert response.mimetype == "application/json"
+        assert error in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("content_type", NOT_JSON_TYPES)
+def test_a_body_that_is_not_application_json_gets_415(
+    client: FlaskClient, content_type: str | None
+) -> None:
+    body = json.dumps({"documents": ["a"]}).encode()
+    for path in ("/api/summarize", "/api/summarize/stream"):
+        response = client.post(path, data=body, content_type=content_type)
+        assert response.status_code == 415
+        assert "Content-Type: application/json" in response.get_json()["error"]
+
+
+def test_a_body_over_the_size_limit_gets_413(client: FlaskClient) -> None:
+    response = client.post("/api/summarize", data=TOO_BIG, content_type="application/json")
+    assert response.status_code == 413
+    assert "over 8,000,000 bytes" in response.get_json()["error"]
+
+
+@pytest.mark.llm_server(latency=0.01)
+def test_the_reply_has_the_shape_docs_flask_md_gives(client: FlaskClient) -> None:
+    reply, summary = documented_reply("flask.md")
+    response = client.post("/api/summarize", json={"documents": ["one", "two"]})
+    assert response.status_code == 200, response.text
+    body = response.get_json()
+    assert set(body) == reply
+    for each in body["summaries"]:
+        assert set(each) == summary
+        assert each["done_s"] > 0
+
+
+def test_debug_is_off_unless_flask_debug_asks(
+    summarizer: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLASK_DEBUG", raising=False)
+    assert summarizer.create_app(LLM_BASE_URL="http://127.0.0.1:9/v1").debug is False
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    assert summarizer.create_app(LLM_BASE_URL="http://127.0.0.1:9/v1").debug is True
+
+
+def test_create_app_makes_the_client_before_any_request(
+    summarizer: ModuleType, llm_server: SimulatedServer
+) -> None:
+    """So that under gunicorn --preload the master makes it, before fork."""
+    app = summarizer.create_app(LLM_BASE_URL=llm_server.base_url, LLM_API_KEY="test")
+    made = app.extensions["summarizer.client"]
+    assert str(made.base_url).rstrip("/") == llm_server.base_url.rstrip("/")
+    with app.app_context():
+        assert summarizer.llm.client() is made
+    assert llm_server.stats()["requests"] == 0
 
 
 def test_upstream_failure_gets_502_and_keeps_the_successes(summarizer: ModuleType) -> None:

@@ -9,6 +9,7 @@ Nothing here measures time: concurrency shows in the simulated server's ``max_in
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from example_apps import DEEP, PRELOADED
 
 from bridge.testing import SimulatedServer, expected_digest, serve
 
@@ -27,6 +29,8 @@ pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parent.parent / "flask_example"
 BIN = Path(sys.executable).parent
 LOOP_CLOSED = "Event loop is closed"
+#: A gunicorn config whose workers record the modules they import late.
+IMPORTS_HOOK = Path(__file__).resolve().parent / "gunicorn_imports.py"
 WORKERS = {
     "gthread": "--worker-class gthread --workers 2 --threads 4 --preload",
     "gevent": "--worker-class gevent --workers 2 --worker-connections 100",
@@ -46,11 +50,16 @@ class Site:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
+        self.imports = log.parent / f"{log.stem}-imports"
+        self.imports.mkdir()
+        self.preload = "--preload" in flags
         command = [
             str(BIN / "gunicorn"),
             *flags.split(),
-            *f"--no-control-socket --bind 127.0.0.1:{port} app:app".split(),
+            *f"--no-control-socket --bind 127.0.0.1:{port} --config {IMPORTS_HOOK}".split(),
+            "app:app",
         ]
+        env = {**env, "IMPORTS_AFTER_FORK_DIR": str(self.imports)}
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 command, cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -147,9 +156,47 @@ def test_the_stream_yields_every_summary(site: Site) -> None:
 
 
 def test_bad_input_gets_400(site: Site) -> None:
-    response = httpx.post(site.url + "/api/summarize", content=b"not json", timeout=30)
+    headers = {"content-type": "application/json"}
+    response = httpx.post(site.url + "/api/summarize", content=b"not json", headers=headers)
     assert response.status_code == 400
     assert "not JSON" in response.json()["error"]
+
+
+def test_a_hostile_body_gets_400_not_a_server_error(site: Site) -> None:
+    headers = {"content-type": "application/json"}
+    response = httpx.post(site.url + "/api/summarize", content=DEEP, headers=headers, timeout=30)
+    assert response.status_code == 400
+    assert "nests too deeply" in response.json()["error"]
+
+
+def test_a_body_without_a_content_type_gets_415(site: Site) -> None:
+    response = httpx.post(site.url + "/api/summarize", content=b'{"documents": ["a"]}')
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.json()["error"]
+
+
+def test_no_request_imports_the_sdk(site: Site) -> None:
+    """gthread --preload: the master imported the SDK and its HTTP stack before fork.
+    gevent, without --preload: each worker imported them loading the app, before its
+    first request."""
+    with httpx.Client(timeout=60) as client:
+        for i in range(20):
+            if len(list(site.imports.glob("*.json"))) == 2:
+                break
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                documents = [{"documents": [f"r{i}-{n}"]} for n in range(8)]
+                list(
+                    pool.map(lambda d: client.post(site.url + "/api/summarize", json=d), documents)
+                )
+    records = list(site.imports.glob("*.json"))
+    assert len(records) == 2, "not every worker answered"
+    since = "after_fork" if site.preload else "after_app"
+    for record in records:
+        imports = json.loads(record.read_text())
+        late = [n for n in imports[since] if n.split(".")[0] in {*PRELOADED, "summarizer", "app"}]
+        assert late == [], f"worker {record.stem} imported {since}: {imports[since]}"
+        # The record sees imports: a worker that loads the app itself imports the SDK.
+        assert ("openai" in imports["after_fork"]) is not site.preload
 
 
 def test_fifty_sequential_requests_give_no_closed_loops(sites: dict[str, Site]) -> None:

@@ -12,7 +12,10 @@ on the view's own thread, with its database connection and transaction::
         "store": "redis://127.0.0.1:6379/0",
     }
 
-A system check reports bad ``BRIDGE`` settings. :func:`openai` and :func:`anthropic`
+``ready()`` also imports and warms up the installed SDKs (``"preload"``: True, the
+default, False, or a list such as ``["openai"]``), so that under gunicorn ``--preload``
+that happens once, in the master, before fork. A system check reports bad ``BRIDGE``
+settings. :func:`openai` and :func:`anthropic`
 build clients with the limits configured for their base URL. See docs/django.md.
 """
 

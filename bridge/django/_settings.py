@@ -16,6 +16,7 @@ from django.core import checks
 
 from .._bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS
 from .._limits import Limits, limits_from_setting
+from .._preload import SDKS, sdks_from_setting
 
 if TYPE_CHECKING:
     import openai as openai_sdk
@@ -29,7 +30,7 @@ __all__ = [
     "read_settings",
 ]
 
-_KEYS = ("concurrency", "limits", "store", "thread_sensitive", "threads")
+_KEYS = ("concurrency", "limits", "preload", "store", "thread_sensitive", "threads")
 _OPENAI_URL = "https://api.openai.com/v1"
 
 
@@ -41,6 +42,8 @@ class BridgeSettings:
     threads: int = DEFAULT_THREADS
     thread_sensitive: bool = True
     limits: Mapping[str, Limits] = field(default_factory=dict)
+    #: The SDKs ``ready()`` imports and warms up (see docs/django.md, "Cold workers").
+    preload: tuple[str, ...] = SDKS
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,16 @@ def problems(raw: object) -> list[Problem]:
                 "bridge.E003",
                 "BRIDGE['thread_sensitive'] must be True or False.",
                 "Leave it out: True is what the ORM needs.",
+            )
+        )
+    try:
+        sdks_from_setting(raw.get("preload", True))
+    except ValueError as exc:
+        found.append(
+            Problem(
+                "bridge.E006",
+                f"BRIDGE['preload'] is invalid: {exc}.",
+                "Leave it out to preload every installed SDK, or set it to False.",
             )
         )
     store = raw.get("store")
@@ -142,6 +155,7 @@ def read_settings() -> BridgeSettings:
         concurrency=raw.get("concurrency", DEFAULT_CONCURRENCY),
         threads=raw.get("threads", DEFAULT_THREADS),
         thread_sensitive=raw.get("thread_sensitive", True),
+        preload=sdks_from_setting(raw.get("preload", True)),
         limits={
             _normal(url): limits_from_setting(v, store) for url, v in raw.get("limits", {}).items()
         },

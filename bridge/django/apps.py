@@ -1,4 +1,9 @@
-"""The app's configuration: ``ready()`` installs the configured default bridge."""
+"""The app's configuration: ``ready()`` installs the configured default bridge and preloads.
+
+Under gunicorn ``--preload``, ``ready()`` runs in the master: the settings are read, the
+SDKs imported and warmed up there, before fork (``bridge._preload``), and each worker
+only starts the bridge's loop thread, lazily, on its first bridged call.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from django.core import checks
 
 import bridge
 
+from .._preload import SDKS, preload
 from ._settings import BridgeSettings, check_bridge_settings, read_settings
 
 __all__ = ["BridgeConfig"]
@@ -22,6 +28,8 @@ class BridgeConfig(AppConfig):  # type: ignore[misc]  # Django ships no type inf
     verbose_name = "LLM sync bridge"
     #: The default bridge this app installed, or None when ``BRIDGE`` was invalid.
     bridge: bridge.Bridge | None = None
+    #: The SDKs ``ready()`` preloaded: those of ``BRIDGE["preload"]`` that are installed.
+    preloaded: tuple[str, ...] = ()
 
     def ready(self) -> None:
         checks.register(check_bridge_settings)
@@ -30,8 +38,10 @@ class BridgeConfig(AppConfig):  # type: ignore[misc]  # Django ships no type inf
         except ValueError as exc:
             # The system check says what is wrong; start with the defaults meanwhile.
             logger.error("invalid BRIDGE setting, using the bridge's defaults: %s", exc)  # noqa: TRY400 - the check reports it in full
+            self.preloaded = preload(SDKS)
             return
         self.bridge = install(config)
+        self.preloaded = preload(config.preload)
 
 
 def install(config: BridgeSettings) -> bridge.Bridge:

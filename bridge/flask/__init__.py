@@ -14,8 +14,10 @@
         return {"summaries": llm.map(summarise, request.json["documents"])}
 
 The config keys are ``BRIDGE_CONCURRENCY``, ``BRIDGE_THREADS``, ``BRIDGE_LIMITS`` (base
-URL to ``bridge.Limits`` keywords or a ``Limits``) and ``BRIDGE_STORE``; ``init_app``
-raises ``ValueError`` listing every bad one. See docs/flask.md.
+URL to ``bridge.Limits`` keywords or a ``Limits``), ``BRIDGE_STORE`` and
+``BRIDGE_PRELOAD`` (the SDKs ``init_app`` imports and warms up: True, the default, for
+every installed one); ``init_app`` raises ``ValueError`` listing every bad one. See
+docs/flask.md.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .._bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS
 from .._limits import Limits, limits_from_setting
+from .._preload import SDKS, sdks_from_setting
 
 __all__ = ["BridgeConfig", "normal_url", "problems", "read_config"]
 
@@ -25,6 +26,8 @@ class BridgeConfig:
     threads: int = DEFAULT_THREADS
     store: str | None = None
     limits: Mapping[str, Limits] = field(default_factory=dict)
+    #: The SDKs ``init_app`` imports and warms up (see docs/flask.md, "Cold workers").
+    preload: tuple[str, ...] = SDKS
 
 
 def problems(config: Mapping[str, object]) -> list[str]:
@@ -37,6 +40,13 @@ def problems(config: Mapping[str, object]) -> list[str]:
                 f"{key} must be a whole number of at least 1, got {value!r}: set "
                 f"{key} = 10, or leave it out for the default."
             )
+    try:
+        sdks_from_setting(config.get("BRIDGE_PRELOAD", True))
+    except ValueError as exc:
+        found.append(
+            f"BRIDGE_PRELOAD is invalid ({exc}): leave it out to preload every installed "
+            "SDK, or set it to False."
+        )
     store = config.get("BRIDGE_STORE")
     if store is not None:
         try:
@@ -84,6 +94,7 @@ def read_config(config: Mapping[str, object]) -> BridgeConfig:
         concurrency=config.get("BRIDGE_CONCURRENCY", DEFAULT_CONCURRENCY),  # type: ignore[arg-type]
         threads=config.get("BRIDGE_THREADS", DEFAULT_THREADS),  # type: ignore[arg-type]
         store=store,
+        preload=sdks_from_setting(config.get("BRIDGE_PRELOAD", True)),
         limits={
             normal_url(url): limits_from_setting(value, store) for url, value in limits.items()
         },

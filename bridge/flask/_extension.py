@@ -13,6 +13,7 @@ from .._bridge import Bridge as CoreBridge
 from .._default import set_default
 from .._iterators import CloseableIterator
 from .._limits import Limits
+from .._preload import preload
 from ._config import BridgeConfig, normal_url, read_config
 
 if TYPE_CHECKING:
@@ -32,9 +33,11 @@ class Bridge:
 
     ``init_app`` checks the config (raising ``ValueError`` that lists every problem),
     makes the app's bridge, installs it as the process default (so ``bridge.map``,
-    ``bridge.iterate``... use it), and registers this extension as
-    ``app.extensions["bridge"]``. The bridge starts lazily, in each worker process, on
-    first use, starts afresh in a forked child, and closes at interpreter exit.
+    ``bridge.iterate``... use it), registers this extension as
+    ``app.extensions["bridge"]``, and preloads the SDKs of ``BRIDGE_PRELOAD`` (by default
+    every installed one): under gunicorn ``--preload`` that happens in the master, before
+    fork. The bridge starts lazily, in each worker process, on first use, starts afresh in
+    a forked child, and closes at interpreter exit.
 
     The helpers (:meth:`map`, :meth:`iterate`, :meth:`openai`...) use the bridge of the
     current app, so one extension object serves every app an app factory makes.
@@ -67,6 +70,7 @@ class Bridge:
         set_default(core)
         self._apps[app] = (config, core)
         app.extensions[_KEY] = self
+        preload(config.preload)
 
     @property
     def bridge(self) -> CoreBridge:

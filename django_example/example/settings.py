@@ -5,6 +5,8 @@
   (``bridge.testing``) for you; gunicorn and uvicorn never start one, they use OpenAI's API.
 - ``DATABASE_URL``: ``postgres://user:password@host:port/name`` for PostgreSQL, else SQLite.
 - ``SUMMARIZE_CONCURRENCY``: LLM calls one request runs at once (default 10).
+- ``DJANGO_DEBUG=1``: Django's debug mode (tracebacks in the browser); off by default, so
+  that a server started without it never shows them to the network.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", *os.environ.get("DJANGO_ALLOWED_HOSTS", "").split()]
 
 INSTALLED_APPS = [
@@ -64,14 +66,22 @@ def database(url: str | None) -> dict[str, object]:
 
 
 DATABASES = {"default": database(os.environ.get("DATABASE_URL"))}
-# Each request is one transaction: the point of bridge.django's thread-sensitive calls is
-# that ORM work inside bridged coroutines joins it.
-DATABASES["default"]["ATOMIC_REQUESTS"] = True
+# No ATOMIC_REQUESTS: a transaction held open across seconds of LLM calls holds its locks
+# (on SQLite, the whole database's write lock) and its connection all that time. The views
+# write in short transactions before and after the calls instead (see summaries/views.py).
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # Many gunicorn threads write runs: take the write lock up front and wait for it.
-    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL: readers never wait for the writer. Many gunicorn threads write, each for a
+        # few milliseconds: explicit transactions take the write lock up front
+        # (IMMEDIATE), and a writer waits up to 20 s for it instead of failing at once.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
 
-BRIDGE = {"concurrency": 10, "threads": 16}
+# "preload": ready() imports and warms up the SDK this project uses (the default would
+# preload every installed one); under gunicorn --preload, in the master, before fork.
+BRIDGE = {"concurrency": 10, "threads": 16, "preload": ["openai"]}
 
 #: The LLM endpoint; None means OpenAI's (or the simulated server, see summaries.apps).
 LLM_BASE_URL = os.environ.get("OPENAI_BASE_URL") or None
@@ -84,3 +94,7 @@ SUMMARIZE_CONCURRENCY = int(os.environ.get("SUMMARIZE_CONCURRENCY", "10"))
 SUMMARIZE_MAX_DOCUMENTS = 50
 SUMMARIZE_MAX_CHARS = 20_000
 SUMMARIZE_MAX_TOKENS = 120
+#: Larger bodies get 413, unread. 50 documents of 20,000 characters take at most 4 MB as
+#: UTF-8 JSON, 6 MB if every character is a \uXXXX escape.
+SUMMARIZE_MAX_BODY_BYTES = 8_000_000
+DATA_UPLOAD_MAX_MEMORY_SIZE = SUMMARIZE_MAX_BODY_BYTES

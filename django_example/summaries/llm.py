@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,8 +31,12 @@ class Summary:
 
 @functools.cache
 def client() -> Any:
-    """The process's AsyncOpenAI for sync views, on the bridge's loop (made on first use,
-    after ``apps.ready()`` may have pointed the settings at the simulated server)."""
+    """The process's AsyncOpenAI for sync views, on the bridge's loop.
+
+    ``SummariesConfig.ready()`` makes it, so that under gunicorn ``--preload`` the master
+    makes it before fork: a forked worker's first request then pays for nothing but its
+    LLM calls. Its connections are opened on the worker's loop, never shared.
+    """
     return bridge.django.openai(
         base_url=settings.LLM_BASE_URL, api_key=settings.LLM_API_KEY, timeout=60
     )
@@ -78,17 +83,24 @@ async def summarise(document: str, *, llm: Any = None) -> tuple[str, dict[str, i
     return reply.choices[0].message.content or "", tokens
 
 
-def summarise_indexed(start: float, *, llm: Any = None) -> Any:
+def summarise_indexed(
+    start: float, *, llm: Any = None, on_done: Callable[[Summary], Awaitable[None]] | None = None
+) -> Any:
     """An ``async def (index, document) -> Summary`` that reports failures instead of
-    raising, so that ``bridge.imap`` keeps going and nothing that succeeded is lost."""
+    raising, so that ``bridge.imap`` keeps going and nothing that succeeded is lost.
+    ``on_done`` is awaited with each Summary as soon as it is known."""
 
     async def one(item: tuple[int, str]) -> Summary:
         index, document = item
         try:
             text, usage = await summarise(document, llm=llm)
         except Exception as exc:  # noqa: BLE001 - each document's failure is reported
-            return Summary(index, error=describe(exc), done_s=time.perf_counter() - start)
-        return Summary(index, text, usage, done_s=time.perf_counter() - start)
+            done = Summary(index, error=describe(exc), done_s=time.perf_counter() - start)
+        else:
+            done = Summary(index, text, usage, done_s=time.perf_counter() - start)
+        if on_done is not None:
+            await on_done(done)
+        return done
 
     return one
 
@@ -97,17 +109,15 @@ def concurrency_for(mode: str) -> int:
     return 1 if mode == "sequential" else settings.SUMMARIZE_CONCURRENCY
 
 
-def summarise_all(documents: list[str], mode: str) -> list[Summary]:
+def summarise_all(
+    documents: list[str],
+    mode: str,
+    start: float,
+    on_done: Callable[[Summary], Awaitable[None]] | None = None,
+) -> list[Summary]:
     """Every document's Summary, in input order; a failed one carries its error."""
-    results = bridge.map(
-        summarise, documents, concurrency=concurrency_for(mode), return_exceptions=True
-    )
-    return [
-        Summary(index, error=describe(result))
-        if isinstance(result, BaseException)
-        else Summary(index, *result)
-        for index, result in enumerate(results)
-    ]
+    one = summarise_indexed(start, on_done=on_done)
+    return bridge.map(one, enumerate(documents), concurrency=concurrency_for(mode))
 
 
 def describe(exc: BaseException) -> str:

@@ -1,8 +1,14 @@
-"""The page, the JSON API, its streaming twin, and an async view for ASGI servers."""
+"""The page, the JSON API, its streaming twin, and an async view for ASGI servers.
+
+No database transaction is ever open while LLM calls run: the JSON API writes its ``Run``
+before the calls and completes it after them, each a write of a few milliseconds, and
+each document's ``Outcome`` is written as its call ends, on the request's own thread.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -12,15 +18,16 @@ from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 import bridge
 
 from . import llm
-from .models import Run
+from .models import Outcome, Run
 from .samples import SAMPLES
-from .validation import InvalidRequestError, SummarizeRequest, parse
+from .validation import InvalidRequestError, SummarizeRequest, parse_request
 
 
 @require_GET
@@ -37,18 +44,41 @@ def index(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 @require_POST
 def summarize(request: HttpRequest) -> JsonResponse:
-    """Summaries in input order; 400 for bad input, 502 if any upstream call failed."""
+    """Summaries in input order; 4xx for bad input, 502 if any upstream call failed."""
     try:
-        job = parse(request.body)
+        job = parse_request(request)
     except InvalidRequestError as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
+        return JsonResponse({"error": str(exc)}, status=exc.status)
+    # Before the calls: one short write (autocommit), no transaction left open.
+    run = Run.objects.create(mode=job.mode, documents=len(job.documents))
     start = time.perf_counter()
-    summaries = llm.summarise_all(job.documents, job.mode)
+    summaries = llm.summarise_all(
+        job.documents, job.mode, start, on_done=functools.partial(record, run)
+    )
     elapsed = time.perf_counter() - start
     failed = sum(1 for s in summaries if s.error)
-    # Plain ORM on the request's thread, in its transaction (ATOMIC_REQUESTS).
-    Run.objects.create(mode=job.mode, documents=len(summaries), failed=failed, elapsed_s=elapsed)
+    # After the calls: the writes that belong together, in one short transaction.
+    with transaction.atomic():
+        run.failed, run.elapsed_s, run.finished = failed, elapsed, timezone.now()
+        run.save(update_fields=["failed", "elapsed_s", "finished"])
     return JsonResponse(result(job, summaries, elapsed), status=502 if failed else 200)
+
+
+async def record(run: Run, summary: llm.Summary) -> None:
+    """Store one document's outcome as its call ends.
+
+    This coroutine runs on the bridge's loop, but bridge.django's bridge is
+    thread-sensitive: the async ORM call below runs on the request's own thread, with its
+    database connection, while the view waits in ``bridge.map``. It is one INSERT in
+    autocommit, a few milliseconds; the other calls carry on meanwhile.
+    """
+    await Outcome.objects.acreate(
+        run=run,
+        index=summary.index,
+        summary=summary.summary or "",
+        error=summary.error or "",
+        total_tokens=summary.usage["total_tokens"] if summary.usage else 0,
+    )
 
 
 def result(job: SummarizeRequest, summaries: list[llm.Summary], elapsed: float) -> dict:
@@ -71,9 +101,9 @@ def result(job: SummarizeRequest, summaries: list[llm.Summary], elapsed: float) 
 def summarize_stream(request: HttpRequest) -> HttpResponse:
     """NDJSON: one line per summary as it finishes, then a line with the totals."""
     try:
-        job = parse(request.body)
+        job = parse_request(request)
     except InvalidRequestError as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
+        return JsonResponse({"error": str(exc)}, status=exc.status)
     return StreamingHttpResponse(ndjson(job), content_type="application/x-ndjson")
 
 
@@ -97,16 +127,14 @@ def ndjson(job: SummarizeRequest) -> Iterator[str]:
     yield json.dumps({"done": True, **totals}) + "\n"
 
 
-# Async views cannot run inside ATOMIC_REQUESTS' transaction; Django refuses the mix.
-@transaction.non_atomic_requests
 @csrf_exempt
 @require_POST
 async def summarize_async(request: HttpRequest) -> JsonResponse:
     """The JSON API for ASGI servers: awaits the client on the server's loop."""
     try:
-        job = parse(request.body)
+        job = parse_request(request)
     except InvalidRequestError as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
+        return JsonResponse({"error": str(exc)}, status=exc.status)
     start = time.perf_counter()
     one = llm.summarise_indexed(start, llm=llm.async_client())
     gate = asyncio.Semaphore(llm.concurrency_for(job.mode))

@@ -29,8 +29,8 @@ def summarize(files: tuple[Path, ...], concurrency: int | None) -> None:
         check_documents(documents)
     except InvalidRequestError as exc:
         raise click.UsageError(str(exc)) from exc
-    current_app.config["SIMULATE_LLM"] = True  # used only when OPENAI_BASE_URL is unset
-    llm.client()
+    if current_app.config["LLM_BASE_URL"] is None:
+        llm.use_simulated_server(current_app._get_current_object())  # type: ignore[attr-defined]
     failed = run(documents, names, concurrency or current_app.config["SUMMARIZE_CONCURRENCY"])
     if failed:
         raise click.ClickException(f"{failed} of {len(documents)} documents failed")

@@ -30,31 +30,54 @@ class Summary:
 
 
 def client() -> Any:
-    """The app's AsyncOpenAI on the bridge's loop, made on first use in each worker.
+    """The current app's AsyncOpenAI, on the bridge's loop.
 
-    Made lazily, so that a gunicorn ``--preload`` master never makes one its forked
-    workers would share, and so that ``flask run``'s reloader parent never starts the
-    simulated server.
+    ``create_app`` makes it, so that under gunicorn ``--preload`` the master makes it,
+    before fork: a worker's first request then pays for nothing but its LLM calls (its
+    connections are opened on the worker's own loop, never shared). Only ``flask run``
+    without ``OPENAI_BASE_URL`` makes it on first use, after starting the simulated
+    server, so that the reloader's parent never starts one.
     """
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     with _lock:
         if _KEY not in app.extensions:
-            if app.config["LLM_BASE_URL"] is None and app.config["SIMULATE_LLM"]:
-                use_simulated_server(app)
-            app.extensions[_KEY] = app.extensions["bridge"].openai(
-                base_url=app.config["LLM_BASE_URL"], api_key=app.config["LLM_API_KEY"], timeout=60
-            )
+            if simulates(app):
+                use_simulated_server(app)  # which makes the client
+            else:
+                app.extensions[_KEY] = make_client(app)
         return app.extensions[_KEY]
 
 
+def setup(app: Flask) -> None:
+    """Make the app's client now (``create_app`` calls this), unless ``flask run`` is to
+    start the simulated server on first use, or there is no key: the SDK refuses to make
+    a client without one, and the first request then says so."""
+    if app.config["LLM_API_KEY"] and not simulates(app):
+        app.extensions[_KEY] = make_client(app)
+
+
+def simulates(app: Flask) -> bool:
+    """True when the app is to start the simulated server on first use (``flask run``)."""
+    return app.config["LLM_BASE_URL"] is None and bool(app.config["SIMULATE_LLM"])
+
+
+def make_client(app: Flask) -> Any:
+    with app.app_context():
+        return app.extensions["bridge"].openai(
+            base_url=app.config["LLM_BASE_URL"], api_key=app.config["LLM_API_KEY"], timeout=60
+        )
+
+
 def use_simulated_server(app: Flask) -> None:
-    """Start ``bridge.testing``'s server for this process and point the app's config at it."""
+    """Start ``bridge.testing``'s server for this process and point the app at it."""
     from bridge.testing import serve  # noqa: PLC0415 - only development needs aiohttp's server
 
     server = serve(latency=app.config["SIMULATED_LATENCY"])
     atexit.register(server.close)
     app.config["LLM_BASE_URL"] = server.base_url
     app.config["LLM_API_KEY"] = app.config["LLM_API_KEY"] or "simulated"
+    # A client made before pointed at OpenAI's API, and has not been used.
+    app.extensions[_KEY] = make_client(app)
     print(
         f"Simulated LLM server at {server.base_url} (set OPENAI_BASE_URL to use a real one)",
         file=sys.stderr,
@@ -104,18 +127,12 @@ def concurrency_for(mode: str) -> int:
     return 1 if mode == "sequential" else int(current_app.config["SUMMARIZE_CONCURRENCY"])
 
 
-def summarise_all(documents: list[str], mode: str) -> list[Summary]:
+def summarise_all(documents: list[str], mode: str, start: float) -> list[Summary]:
     """Every document's Summary, in input order; a failed one carries its error."""
     client()  # made here, on the request's thread, not by ten coroutines at once
-    results = current_app.extensions["bridge"].map(
-        summarise, documents, concurrency=concurrency_for(mode), return_exceptions=True
+    return current_app.extensions["bridge"].map(  # type: ignore[no-any-return]
+        summarise_indexed(start), enumerate(documents), concurrency=concurrency_for(mode)
     )
-    return [
-        Summary(index, error=describe(result))
-        if isinstance(result, BaseException)
-        else Summary(index, *result)
-        for index, result in enumerate(results)
-    ]
 
 
 def describe(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, render_template, request, st
 
 from . import llm
 from .samples import SAMPLES
-from .validation import InvalidRequestError, SummarizeRequest, parse
+from .validation import InvalidRequestError, SummarizeRequest, parse_request
 
 blueprint = Blueprint("summaries", __name__)
 
@@ -29,15 +29,15 @@ def index() -> str:
 
 @blueprint.errorhandler(InvalidRequestError)
 def bad_request(exc: InvalidRequestError) -> tuple[dict[str, str], int]:
-    return {"error": str(exc)}, 400
+    return {"error": str(exc)}, exc.status
 
 
 @blueprint.post("/api/summarize")
 def summarize() -> tuple[dict[str, Any], int]:
-    """Summaries in input order; 400 for bad input, 502 if any upstream call failed."""
-    job = parse(request.get_data())
+    """Summaries in input order; 4xx for bad input, 502 if any upstream call failed."""
+    job = parse_request(request)
     start = time.perf_counter()
-    summaries = llm.summarise_all(job.documents, job.mode)
+    summaries = llm.summarise_all(job.documents, job.mode, start)
     body = result(job, summaries, time.perf_counter() - start)
     return body, 502 if "error" in body else 200
 
@@ -60,8 +60,8 @@ def result(job: SummarizeRequest, summaries: list[llm.Summary], elapsed: float) 
 @blueprint.post("/api/summarize/stream")
 def summarize_stream() -> Response:
     """NDJSON: one line per summary as it finishes, then a line with the totals."""
-    job = parse(request.get_data())
-    llm.client()  # made on the request's thread before the calls start
+    job = parse_request(request)
+    llm.client()  # made on the request's thread before the calls start (if not yet made)
     return Response(stream_with_context(ndjson(job)), mimetype="application/x-ndjson")
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 
 import pytest
 from django.core.management import call_command
@@ -28,6 +31,40 @@ def test_ready_installed_the_configured_thread_sensitive_default() -> None:
     assert installed is not None
     assert installed.thread_sensitive
     assert (installed.concurrency, installed.threads) == (8, 8)
+
+
+def test_ready_preloaded_the_installed_sdks() -> None:
+    assert app_config().preloaded == ("openai", "anthropic")
+    assert "openai.resources.chat" in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("setting", "preloaded", "imported"),
+    [
+        pytest.param({}, ["openai", "anthropic"], True, id="by-default"),
+        pytest.param({"preload": ["anthropic"]}, ["anthropic"], False, id="one-sdk"),
+        pytest.param({"preload": False}, [], False, id="off"),
+    ],
+)
+def test_ready_preloads_in_a_fresh_process(
+    setting: dict[str, object], preloaded: list[str], imported: bool
+) -> None:
+    """What a gunicorn --preload master does: django.setup() imports the SDKs (or not)."""
+    code = f"""
+import json, sys, django
+from django.conf import settings
+settings.configure(INSTALLED_APPS=["bridge.django"], BRIDGE={setting!r})
+assert "openai" not in sys.modules
+django.setup()
+from django.apps import apps
+config = apps.get_app_config("bridge")
+print(json.dumps([config.preloaded, "openai.resources.chat" in sys.modules]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [preloaded, imported]
 
 
 def test_thread_sensitivity_can_be_turned_off() -> None:
@@ -81,6 +118,8 @@ def test_valid_settings_pass_the_check() -> None:
         pytest.param({"limits": {"https://x/v1": {"rpm": 0}}}, ["bridge.E005"], id="bad-rpm"),
         pytest.param({"limits": {"https://x/v1": {"rps": 1}}}, ["bridge.E005"], id="bad-kw"),
         pytest.param({"limits": {"https://x/v1": 5}}, ["bridge.E005"], id="not-limits"),
+        pytest.param({"preload": "openai"}, ["bridge.E006"], id="preload-a-string"),
+        pytest.param({"preload": ["mistral"]}, ["bridge.E006"], id="preload-unknown-sdk"),
     ],
 )
 def test_bad_settings_are_reported(setting: object, expected: list[str]) -> None:
