@@ -9,6 +9,7 @@ inside your own coroutines reach you unchanged, with their own type::
     ├── ForeignLoopError     (also a RuntimeError)
     ├── RateLimitStoreError  (also a ConnectionError)
     ├── JournalMismatchError (also a ValueError)
+    ├── JournalLockedError   (also a RuntimeError)
     └── RecordedError        (a failure replayed from a journal)
 
 A call's ``timeout`` raises the builtin :class:`TimeoutError`, and bad arguments
@@ -22,6 +23,7 @@ __all__ = [
     "BridgeError",
     "BridgeWarning",
     "ForeignLoopError",
+    "JournalLockedError",
     "JournalMismatchError",
     "RateLimitStoreError",
     "RecordedError",
@@ -68,6 +70,14 @@ class JournalMismatchError(BridgeError, ValueError):
 
     Results of one call are never mixed with another's: pass a new ``journal=`` path, or
     delete the old file to start over.
+    """
+
+
+class JournalLockedError(BridgeError, RuntimeError):
+    """Another run is writing this journal (its holder's pid, host and start are in the message).
+
+    One journal has one writer, or both would send the same requests. Wait for that run to
+    finish, or stop it; a lock left by a process that died is taken over by the next run.
     """
 
 
