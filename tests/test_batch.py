@@ -138,7 +138,7 @@ class TestRuns:
             assert all(status_of(line) == 429 for line in left), left
             before = llm_server.stats()["status_counts"].get("200", 0)
             status, err = run_batch(requests, *options)
-            assert f"sent {len(left):,} this run ({len(left):,} of them again" in err
+            assert f"sent {len(left):,} ({len(left):,} of them again" in err
             now = [line for line in outputs(output) if status_of(line) != 200]
             became_ok = llm_server.stats()["status_counts"].get("200", 0) - before
             assert became_ok == len(left) - len(now)  # only the retryable lines were sent

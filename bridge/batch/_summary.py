@@ -53,54 +53,44 @@ class Prices:
 def report(
     tally: Tally, counts: RunCounts, sender: Sender, prices: Prices | None, out: TextIO
 ) -> None:
-    """Print what this run sent, what it resumed, how every line stands, and the tokens."""
-    for text in (
-        _this_run(tally, counts, sender),
-        _outcomes(tally),
-        _traffic(),
-        _tokens(tally, sender, prices),
-    ):
-        print(text, file=out)
+    """Print what this run did, where every line stands now, and the tokens."""
+    print(f"this run: {_this_run(tally, counts, sender)}; {_traffic()}", file=out)
+    print(f"all {tally.lines:,} lines now: {_outcomes(tally)}", file=out)
+    print(_tokens(tally, sender, prices), file=out)
 
 
 def _this_run(tally: Tally, counts: RunCounts, sender: Sender) -> str:
     if counts.run == 0:
-        return (
-            f"nothing left to send: all {tally.lines:,} lines were already in the journal "
-            "with a final outcome"
-        )
+        return "nothing left to send (every line has a final outcome in the journal)"
     again = f" ({counts.rerun:,} of them again, after a failure last time)" if counts.rerun else ""
-    return (
-        f"{tally.lines:,} lines: sent {sender.posted:,} this run{again}, "
-        f"{counts.replayed:,} resumed from the journal"
-    )
+    return f"sent {sender.posted:,}{again}, {counts.replayed:,} resumed from the journal"
 
 
 def _outcomes(tally: Tally) -> str:
-    text = f"outcomes: {tally.statuses['ok']:,} ok"
+    parts = [f"{tally.statuses['ok']:,} ok"]
     if tally.statuses["retryable"]:
-        text += f", {tally.statuses['retryable']:,} failed retryably (a rerun sends them again)"
+        parts.append(f"{tally.statuses['retryable']:,} failed retryably (a rerun sends them again)")
     if tally.statuses["final"]:
         causes = ", ".join(f"{cause}: {n:,}" for cause, n in tally.final_causes.most_common())
-        text += (
-            f", {tally.statuses['final']:,} failed finally ({causes}; not sent again unless "
-            "you pass --retry-failed)"
+        parts.append(
+            f"{tally.statuses['final']:,} failed finally ({causes}; sent again only with "
+            "--retry-failed)"
         )
-    return text
+    return ", ".join(parts)
 
 
 def _traffic() -> str:
     stats = list(bridge.stats().values())
     retries = sum(s.retries for s in stats)
     limited = sum(s.rate_limited for s in stats)
-    return f"this run: {limited:,} 429s, {retries:,} attempts retried by the client"
+    return f"{limited:,} 429s, {retries:,} attempts retried by the client"
 
 
 def _tokens(tally: Tally, sender: Sender, prices: Prices | None) -> str:
     run, whole = sender.tokens, tally.tokens
     text = (
         f"tokens this run: in {run.input:,}, out {run.output:,}; "
-        f"in the whole journal: in {whole.input:,}, out {whole.output:,}"
+        f"whole journal: in {whole.input:,}, out {whole.output:,}"
     )
     if prices is not None:
         text += (
