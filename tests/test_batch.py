@@ -194,8 +194,8 @@ class TestRuns:
         run.communicate()
         finished = journal_rows(journal)
         before = llm_server.stats()
-        # The killed run's lock is left behind; the rerun takes it over.
-        status, err = run_batch(requests, *options)
+        assert f'"pid": {run.pid},' in Path(f"{journal}.lock").read_text()  # a stale lock
+        status, err = run_batch(requests, *options)  # takes the dead run's lock over
         after = llm_server.stats()
         assert status == 0, err
         lines = outputs(output)
@@ -204,6 +204,8 @@ class TestRuns:
         faults = after["faults"].get("status:500", 0) - before["faults"].get("status:500", 0)
         assert after["requests"] - before["requests"] == count - len(finished) + faults
         assert f"{len(finished):,} resumed from the journal" in err
+        # Successes paid twice: at most the requests in flight at the kill (--concurrency).
+        assert after["status_counts"]["200"] - count <= 20
         rows = journal_rows(journal)
         assert all(rows[key] == stamp for key, stamp in finished.items())  # not redone
         with sqlite3.connect(journal) as db:

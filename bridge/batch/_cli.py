@@ -237,7 +237,8 @@ def _locked_run(args: argparse.Namespace, journal: Path) -> int:
                 args.output.unlink(missing_ok=True)
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        out.truncate(0)
+        if args.output.is_file():  # not a pipe or a device such as /dev/stdout
+            out.truncate(0)
         return _run(args, store, out)
 
 
