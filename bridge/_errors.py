@@ -9,6 +9,7 @@ inside your own coroutines reach you unchanged, with their own type::
     ├── ForeignLoopError     (also a RuntimeError)
     ├── RateLimitStoreError  (also a ConnectionError)
     ├── JournalMismatchError (also a ValueError)
+    ├── JournalLockedError   (also a RuntimeError)
     ├── MissingExtraError    (also a ModuleNotFoundError)
     └── RecordedError        (a failure replayed from a journal)
 
@@ -23,6 +24,7 @@ __all__ = [
     "BridgeError",
     "BridgeWarning",
     "ForeignLoopError",
+    "JournalLockedError",
     "JournalMismatchError",
     "MissingExtraError",
     "RateLimitStoreError",
@@ -85,6 +87,13 @@ class MissingExtraError(BridgeError, ModuleNotFoundError):
         super().__init__(message, name=name)
         self.extra = extra
 
+
+class JournalLockedError(BridgeError, RuntimeError):
+    """Another run is writing this journal (its holder's pid, host and start are in the message).
+
+    One journal has one writer, or both would send the same requests. Wait for that run to
+    finish, or stop it; a lock left by a process that died is taken over by the next run.
+    """
 
 class RecordedError(BridgeError):
     """A failure recorded in a journal by an earlier run, replayed instead of retried.

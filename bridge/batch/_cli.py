@@ -1,211 +1,292 @@
-"""``python -m bridge batch requests.jsonl -o results.jsonl``: a resumable JSONL runner.
-
-Each input line is a provider Batch API request (``custom_id``, ``method``, ``url``,
-``body``) or a bare request body. Every line gets one output line, with the response or
-the error. Outcomes go to a journal next to the output, so a rerun sends only what is
-missing; the output file is rewritten from the journal each run.
-"""
+"""``python -m bridge batch requests.jsonl -o results.jsonl``: a resumable JSONL runner."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO
 
 import bridge
+from bridge._journal import JournalIterator, JournalStore, Status, open_store, store_for
+from bridge._limits import DEFAULT_ATTEMPTS
+
+from ._requests import KEY_SCHEME, read_requests, request_key
+from ._send import Line, Sender
+from ._summary import Prices, Tally, report
 
 __all__ = ["main"]
 
-DEFAULT_URL = "/v1/chat/completions"
+EXIT_FAILED_LINES = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+#: The journal's record of which command wrote it (checked on reuse).
+FUNCTION = "python -m bridge batch"
+
+DESCRIPTION = """\
+Send every request in a JSONL file to an OpenAI-compatible API, many at once, under
+admission control (rate limits learned from the provider's headers unless you give
+--rpm/--tpm; 429s, 5xx and timeouts retried). Each input line gets one output line, in
+input order, with that line's latest outcome.
+
+Every outcome is recorded in a journal as it arrives, so a rerun of the same command
+sends only what is left: lines never sent, and lines whose last attempt failed in a way a
+new attempt may cure (408, 409, 429, 5xx, a timeout, a connection error). Lines that got a
+final answer (200, or a client error such as 400, 401, 403, 404, 413 or 422) are not sent
+again. One journal has one writer: a second run on it is refused.
+"""
+
+EPILOG = """\
+input lines: a provider Batch API request ({"custom_id", "method": "POST", "url",
+"body"}) or a bare request body (sent to /v1/chat/completions). A line that cannot be
+sent (invalid UTF-8 or JSON, not an object) becomes an error line; the rest run.
+
+exit status: 0 every line succeeded; 1 some lines failed (see the summary on stderr);
+2 bad usage, or refused before sending (the output is the input, the journal is in use);
+130 interrupted (rerun to resume).
+
+example:
+  export OPENAI_BASE_URL=https://api.openai.com/v1 OPENAI_API_KEY=...
+  python -m bridge batch requests.jsonl -o results.jsonl --concurrency 50
+"""
 
 
-@dataclass(frozen=True)
-class Request:
-    """One input line: what to send, or why it cannot be sent."""
-
-    line: int
-    custom_id: str
-    url: str
-    body: dict[str, Any] | None
-    error: str | None = None
-
-
-def parse_line(number: int, text: str) -> Request:
-    """The request on input line ``number``; a malformed line becomes a Request with error."""
-    fallback = f"line-{number}"
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        return Request(number, fallback, DEFAULT_URL, None, f"line {number}: invalid JSON: {exc}")
-    if not isinstance(data, dict):
-        return Request(number, fallback, DEFAULT_URL, None, f"line {number}: not a JSON object")
-    if "body" not in data:  # a bare request body, as the cookbook processor takes
-        return Request(number, fallback, DEFAULT_URL, data)
-    body, method = data["body"], str(data.get("method", "POST")).upper()
-    custom_id = str(data.get("custom_id", fallback))
-    if not isinstance(body, dict) or method != "POST":
-        why = "body is not a JSON object" if method == "POST" else f"method {method} (not POST)"
-        return Request(number, custom_id, DEFAULT_URL, None, f"line {number}: {why}")
-    return Request(number, custom_id, str(data.get("url", DEFAULT_URL)), body)
-
-
-def read_requests(path: Path) -> Iterator[Request]:
-    """Every non-blank line of ``path``, parsed."""
-    with path.open(encoding="utf-8") as lines:
-        for number, text in enumerate(lines, start=1):
-            if text.strip():
-                yield parse_line(number, text)
-
-
-def request_key(request: Request) -> str:
-    """The journal key: the line number and its content, so an edited line is sent again."""
-    content = json.dumps([request.custom_id, request.url, request.body], sort_keys=True)
-    return f"{request.line}:{bridge_key(content)}"
-
-
-def bridge_key(text: str) -> str:
-    from bridge._journal import default_key  # noqa: PLC0415 - private helper, same package
-
-    return default_key(text)
-
-
-class Sender:
-    """POSTs one request through a client under admission control; never raises for HTTP."""
-
-    def __init__(self, client: Any, base_url: str) -> None:
-        self._client = client
-        self._base = base_url.rstrip("/")
-
-    async def __call__(self, request: Request) -> dict[str, Any]:
-        if request.error is not None:
-            return _line(request, None, {"code": "invalid_request", "message": request.error})
+def _whole_number(what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
         try:
-            response = await self._client.post(self._url(request.url), json=request.body)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes that line's error
-            return _line(request, None, {"code": type(exc).__name__, "message": str(exc)})
-        try:
-            body: Any = response.json()
+            value = int(text)
         except ValueError:
-            body = response.text
-        return _line(request, {"status_code": response.status_code, "body": body}, None)
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; {what}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not positive; {what}")
+        return value
 
-    def _url(self, path: str) -> str:
-        # Batch files name "/v1/chat/completions"; base URLs usually end in /v1 already.
-        if self._base.endswith("/v1") and path.startswith("/v1/"):
-            path = path[3:]
-        return self._base + path
+    return parse
 
 
-def _line(request: Request, response: Any, error: Any) -> dict[str, Any]:
-    return {"custom_id": request.custom_id, "response": response, "error": error}
-
-
-@dataclass
-class Summary:
-    """Usage and failures over the output lines."""
-
-    requests: int = 0
-    failures: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-
-    def add(self, line: dict[str, Any]) -> None:
-        self.requests += 1
-        response = line["response"] or {}
-        if line["error"] is not None or response.get("status_code", 0) >= 400:
-            self.failures += 1
-        body = response.get("body")
-        usage = body.get("usage") if isinstance(body, dict) else None
-        if isinstance(usage, dict):
-            self.tokens_in += int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0)
-            self.tokens_out += int(
-                usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0
-            )
-
-    def report(self, price_in: float | None, price_out: float | None, out: TextIO) -> None:
-        rate_limited = sum(s.rate_limited for s in bridge.stats().values())
-        print(
-            f"{self.requests} lines, {self.failures} failed, {rate_limited} 429s this run; "
-            f"tokens in {self.tokens_in:,}, out {self.tokens_out:,}",
-            file=out,
-        )
-        if price_in is not None and price_out is not None:
-            cost = (self.tokens_in * price_in + self.tokens_out * price_out) / 1_000_000
-            print(f"estimated cost: {cost:.4f} (at the prices you gave per 1M tokens)", file=out)
+def _price(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a price; give a number >= 0, e.g. 0.15")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's options; every one says its default."""
     parser = argparse.ArgumentParser(
-        prog="python -m bridge batch", description=__doc__, allow_abbrev=False
+        prog="python -m bridge batch",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the paragraphs
+        allow_abbrev=False,
     )
-    parser.add_argument("input", type=Path, help="requests, one JSON object per line")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="results JSONL")
-    parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--rpm", type=int, default=None, help="requests per minute")
-    parser.add_argument("--tpm", type=int, default=None, help="tokens per minute")
-    parser.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"))
-    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
-    parser.add_argument("--completion-order", action="store_true", help="stream as finished")
-    parser.add_argument(
-        "--no-resume", dest="resume", action="store_false", help="ignore an existing journal"
+    add = parser.add_argument
+    add("input", type=Path, help="the requests, one JSON object per line")
+    add(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="where to write the results (JSONL); "
+        "rewritten each run from the journal. Required; it may not be the input",
     )
-    parser.add_argument("--price-in", type=float, default=None, help="price per 1M input tokens")
-    parser.add_argument("--price-out", type=float, default=None, help="per 1M output tokens")
+    add(
+        "--journal",
+        type=Path,
+        metavar="PATH",
+        help="where outcomes are recorded (default: the output path plus .journal.sqlite)",
+    )
+    add(
+        "--concurrency",
+        type=_whole_number("give the most requests in flight, e.g. 50"),
+        default=50,
+        metavar="N",
+        help="requests in flight at once (default: %(default)s)",
+    )
+    add(
+        "--rpm",
+        type=_whole_number("give requests per minute, e.g. 3000"),
+        metavar="N",
+        help="requests per minute (default: learned from the provider's rate-limit headers)",
+    )
+    add(
+        "--tpm",
+        type=_whole_number("give tokens per minute, e.g. 1000000"),
+        metavar="N",
+        help="tokens per minute (default: learned from the provider's rate-limit headers)",
+    )
+    add(
+        "--attempts",
+        type=_whole_number("give tries per request, e.g. 6 (1 turns retries off)"),
+        default=DEFAULT_ATTEMPTS,
+        metavar="N",
+        help="tries per request within a run, the first included; what is still failing "
+        "retryably after them is left for a rerun (default: %(default)s)",
+    )
+    add(
+        "--base-url",
+        default=os.environ.get("OPENAI_BASE_URL"),
+        metavar="URL",
+        help="the API's base URL, e.g. https://api.openai.com/v1 (default: $OPENAI_BASE_URL)",
+    )
+    add(
+        "--api-key",
+        default=os.environ.get("OPENAI_API_KEY"),
+        metavar="KEY",
+        help="the API key (default: $OPENAI_API_KEY; prefer it: a key on the command line "
+        "is visible to other users of the machine)",
+    )
+    add(
+        "--completion-order",
+        action="store_true",
+        help="write lines as they finish (default: in input order)",
+    )
+    add(
+        "--retry-failed",
+        action="store_true",
+        help="also send lines again whose last outcome "
+        "was a final failure, e.g. after fixing an API key that got 401s (default: off)",
+    )
+    add(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="discard the journal and send every line again (default: resume from the journal)",
+    )
+    add(
+        "--price-in",
+        type=_price,
+        metavar="PRICE",
+        help="price per 1M input tokens, for a cost estimate (default: no estimate)",
+    )
+    add(
+        "--price-out",
+        type=_price,
+        metavar="PRICE",
+        help="price per 1M output tokens; give both prices (default: no estimate)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.price_in is None) != (args.price_out is None):
+        parser.error("give both --price-in and --price-out, or neither")
+    journal = args.journal or Path(f"{args.output}.journal.sqlite")
+    problem = _refusal(args, journal)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    return _locked_run(args, journal)
+
+
+def _refusal(args: argparse.Namespace, journal: Path) -> str | None:
+    """Why the command must not start, checked before anything is opened for writing."""
     if not args.input.is_file():
-        print(f"error: input file {args.input} does not exist", file=sys.stderr)
-        return 2
+        return f"input file {args.input} does not exist"
     if not args.base_url:
-        print("error: pass --base-url or set OPENAI_BASE_URL", file=sys.stderr)
-        return 2
-    journal = Path(f"{args.output}.journal.sqlite")
+        return "pass --base-url or set OPENAI_BASE_URL"
+    journal_files = [Path(f"{journal}{suffix}") for suffix in ("", "-wal", "-shm", ".lock")]
+    for path, what in ((args.output, "output"), *((p, "journal") for p in journal_files)):
+        if _same_file(path, args.input):
+            return (
+                f"the {what} {path} is the input file {args.input}; writing it would destroy "
+                f"the input: pass another {'-o' if what == 'output' else '--journal'} path"
+            )
+    if any(_same_file(args.output, path) for path in journal_files):
+        return f"the output {args.output} is the journal {journal}: pass another -o path"
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same path, or the same file through a hard or symbolic link."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
     try:
-        # Opened before anything is sent: an unwritable path costs no requests.
-        out = args.output.open("w", encoding="utf-8")
+        return os.path.samefile(a, b)  # same st_dev and st_ino
+    except OSError:
+        return False
+
+
+def _locked_run(args: argparse.Namespace, journal: Path) -> int:
+    existed = args.output.exists()
+    try:
+        # Append mode: checks that the output can be written without truncating it, in
+        # case another run holds the journal and is writing this file.
+        out = args.output.open("a", encoding="utf-8")
     except OSError as exc:
         print(f"error: cannot write the output {args.output}: {exc}", file=sys.stderr)
-        return 2
-    if not args.resume:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{journal}{suffix}").unlink(missing_ok=True)
+        return EXIT_USAGE
     with out:
-        return _run(args, journal, out)
+        store = store_for(journal)
+        try:
+            open_store(
+                store, {"function": FUNCTION, "key_scheme": KEY_SCHEME}, fresh=not args.resume
+            )
+        except (bridge.JournalLockedError, bridge.JournalMismatchError, OSError) as exc:
+            out.close()
+            if not existed:
+                args.output.unlink(missing_ok=True)
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.output.is_file():  # not a pipe or a device such as /dev/stdout
+            out.truncate(0)
+        return _run(args, store, out)
 
 
-def _run(args: argparse.Namespace, journal: Path, out: TextIO) -> int:
-    limits = bridge.Limits(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm)
+def _run(args: argparse.Namespace, store: JournalStore, out: IO[str]) -> int:
+    # Limits left out are learned from the provider's headers, as bridge.openai() does.
+    rates = {name: getattr(args, name) for name in ("rpm", "tpm") if getattr(args, name)}
+    limits = bridge.Limits(concurrency=args.concurrency, **rates)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    client = bridge.http_client(limits=limits, headers=headers)
-    summary = Summary()
-    results = bridge.imap(
-        Sender(client, args.base_url),
+    retry = bridge.Retry(attempts=args.attempts)
+    client = bridge.http_client(limits=limits, retry=retry, headers=headers)
+    sender = Sender(client, args.base_url)
+    results = JournalIterator(
+        bridge.get_default(),
+        sender,
         read_requests(args.input),
+        store=store,
+        key=request_key,
+        retry_failed=args.retry_failed,
+        return_exceptions=False,
+        judge=_status,
         concurrency=args.concurrency,
         ordered=not args.completion_order,
-        journal=journal,
-        key=request_key,
     )
+    tally = Tally()
     try:
-        for line in results:
-            out.write(json.dumps(line) + "\n")
-            summary.add(line)
-            if line["error"] is not None and line["error"]["code"] == "invalid_request":
-                print(f"skipped: {line['error']['message']}", file=sys.stderr)
+        _write(results, tally, out)
     except KeyboardInterrupt:
         out.flush()
         print(
-            f"interrupted: {summary.requests} lines written; rerun to resume from {journal}",
+            f"interrupted: {tally.lines:,} lines written; rerun to resume from {store.location}",
             file=sys.stderr,
         )
-        return 130
-    summary.report(args.price_in, args.price_out, sys.stderr)
-    return 1 if summary.failures else 0
+        return EXIT_INTERRUPTED
+    finally:
+        results.close()
+    prices = None if args.price_in is None else Prices(args.price_in, args.price_out)
+    report(tally, results.counts, sender, prices, sys.stderr)
+    return EXIT_FAILED_LINES if tally.failed else 0
+
+
+def _status(result: Line) -> Status:
+    return result[1]
+
+
+def _write(results: JournalIterator, tally: Tally, out: IO[str]) -> None:
+    for line, status in results:
+        out.write(json.dumps(line) + "\n")
+        tally.add(line, status)
+        error = line["error"]
+        if error is not None and error["code"] == "invalid_request":
+            print(f"skipped: {error['message']}", file=sys.stderr)
