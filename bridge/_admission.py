@@ -1,19 +1,28 @@
-"""The per-endpoint admission controller: concurrency, RPM and TPM, pauses, learning, AIMD.
+"""The per-endpoint admission controller: concurrency, RPM and TPM, pauses, learning.
 
-An endpoint is a base URL (scheme, host, port and the path up to ``/v1``) plus a short
-SHA-256 of the API key; the key itself is never kept. One :class:`Controller` per endpoint
-serves the whole process: every thread, every event loop, every client. Its state sits
-behind a :class:`threading.Lock` and waiters are woken thread-safely, so async clients on
-any loop and sync clients in any thread share it. Waiting happens outside the lock.
+An endpoint is a base URL (scheme, host, port and the path up to ``/v1``; never user-info
+or a query) plus a short SHA-256 of the API key; the key itself is never kept. One
+:class:`Controller` per endpoint serves the whole process: every thread, every event
+loop, every client. Its state sits behind a :class:`threading.Lock` and waiters are woken
+thread-safely, so async clients on any loop and sync clients in any thread share it.
+Waiting happens outside the lock.
 
 Admission of one request, in order:
 
-1. a concurrency slot (FIFO; the cap shrinks by half on a 429 and grows by one after a
-   cap's worth of successes in a row);
-2. a place in the RPM and TPM token buckets, reserved in arrival order: the bucket may go
-   below zero, and each request sleeps until its reservation is covered. A 429 pauses
-   the whole endpoint for the server's ``retry-after``; requests that reserved before the
-   pause reserve again after it, so the end of a pause is no burst.
+1. a slot in the endpoint's window (FIFO). A fresh endpoint whose limits are still to be
+   learned opens with :data:`OPENING_WINDOW` slots, doubled by every clean answer up to
+   ``Limits(concurrency=...)``, and fully open as soon as headers tell its limits or a
+   429 starts rate discovery: work overlaps at once, and a storm is bounded;
+2. a place in every token bucket in force (requests, tokens, and Anthropic's input and
+   output tokens), reserved in arrival order: a bucket may go below zero, and each
+   request sleeps until its reservation is covered. A 429 from a server whose limits are
+   known pauses the whole endpoint for its ``retry-after``; requests that reserved
+   before the pause reserve again after it, so the end of a pause is no burst.
+
+Limits come from ``Limits``, else from the rate-limit headers of every response (the
+server's ``remaining`` re-synchronises the buckets, so its view wins), else, for a
+server that sends only 429s, from :mod:`._discovery`. Tokens are charged as the
+provider charges them (:mod:`._tokens`). Headers are untrusted input (:mod:`._headers`).
 
 A bucket holds half a second of quota. The provider's own bucket (about a second of quota)
 then never empties under our pacing, and arrival jitter does not turn into 429s.
@@ -26,29 +35,52 @@ import hashlib
 import logging
 import math
 import os
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+from urllib.parse import parse_qsl, urlsplit
 
+from ._discovery import RateFinder
+from ._headers import KINDS, Reading, read_limits, retry_after
 from ._limits import LEARN, Limits
 from ._stats import EndpointStats, Recorder
+from ._tokens import Accounting, Estimate
 
 if TYPE_CHECKING:
     from .stores import RedisStore
 
-__all__ = ["Controller", "Ticket", "all_stats", "controller_for", "endpoint_of"]
+__all__ = [
+    "OPENING_WINDOW",
+    "Controller",
+    "Endpoint",
+    "Ticket",
+    "all_stats",
+    "controller_for",
+    "endpoint_of",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds of quota a local bucket holds: the largest burst we ever send.
 BUCKET_SECONDS = 0.5
+#: The most that charges are scaled up when a server counts more tokens than estimated,
+#: and how much of the excess each clean answer takes back.
+MAX_TOKEN_SCALE = 4.0
+SCALE_DECAY = 0.01
 #: The pause when a 429 names no wait.
 DEFAULT_PAUSE = 1.0
+#: Requests a fresh endpoint lets overlap before it knows its limits: more than a view's
+#: or a script's usual fan-out (the bridge's default per-call concurrency is 16), so a
+#: cold process does not wait a round trip; few enough that a first burst against an
+#: unknown small limit costs a bounded number of (cheap, retried) 429s.
+OPENING_WINDOW: Final = 24
+#: Query parameters that carry credentials; they go into the key hash, never the label.
+_QUERY_SECRETS: Final = frozenset(
+    {"key", "api_key", "api-key", "apikey", "access_token", "token", "code", "sig"}
+)
 
 _WAITING, _GRANTED, _CANCELLED = 0, 1, 2
 
@@ -66,14 +98,29 @@ class Endpoint:
 
 
 def endpoint_of(url: str, secret: str) -> Endpoint:
-    """The endpoint of a request URL: origin plus the path up to ``/v1``, and the key hash."""
-    scheme, _, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    path = slash + path.split("?", 1)[0]
+    """The endpoint of a request URL: origin plus the path up to ``/v1``, and the key hash.
+
+    User-info (``user:password@``) and the query never reach the label; credentials in the
+    query count as the key when no key header was sent.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port out of range; the request itself will fail
+        port = ""
+    path = parts.path
     index = path.find("/v1/")
     prefix = path[: index + 3] if index >= 0 else ("/v1" if path == "/v1" else "")
+    secret = secret or _query_secret(parts.query)
     digest = hashlib.sha256(secret.encode()).hexdigest()[:12] if secret else "none"
-    return Endpoint(f"{scheme}://{host}{prefix}", digest)
+    return Endpoint(f"{parts.scheme}://{host}{port}{prefix}", digest)
+
+
+def _query_secret(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return "&".join(f"{k}={v}" for k, v in pairs if k.lower() in _QUERY_SECRETS)
 
 
 class _Bucket:
@@ -81,10 +128,10 @@ class _Bucket:
 
     __slots__ = ("capacity", "level", "rate", "stamp")
 
-    def __init__(self, per_minute: float, now: float) -> None:
+    def __init__(self, per_minute: float, now: float, level: float | None = None) -> None:
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, self.rate * BUCKET_SECONDS)
-        self.level = self.capacity
+        self.level = self.capacity if level is None else min(self.capacity, level)
         self.stamp = now
 
     def reserve(self, cost: float, now: float) -> float:
@@ -94,12 +141,22 @@ class _Bucket:
         self.level -= cost
         return max(0.0, -self.level / self.rate)
 
+    def set_rate(self, per_second: float, now: float) -> None:
+        self.reserve(0, now)  # what flowed in so far flowed at the old rate
+        self.rate = per_second
+        self.capacity = max(1.0, per_second * BUCKET_SECONDS)
+        self.level = min(self.level, self.capacity)
+
     def give_back(self, amount: float) -> None:
         self.level = min(self.capacity, self.level + amount)
 
     def hold_back(self, seconds: float) -> None:
-        """After a 429: no quota for ``seconds``, then a little slack for the provider."""
-        self.level = min(self.level, -self.rate * seconds - self.capacity / 2)
+        """After a 429: no quota for ``seconds``, then a little slack for the provider.
+
+        The level is set, not lowered: every reservation made before is void (its owner
+        reserves again, see ``Controller._step``), so keeping it would count it twice.
+        """
+        self.level = -self.rate * seconds - self.capacity / 2
 
 
 class _Gate:
@@ -190,11 +247,15 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 @dataclass(slots=True)
 class Ticket:
-    """One admitted attempt: what it reserved, and where it stood when sent."""
+    """One admitted attempt: what it was charged, and the running totals when it was sent.
 
-    tokens: int
-    seq: int
-    token_seq: int
+    ``marks[kind]`` is the endpoint's total charge of that kind, this attempt included:
+    a response's ``remaining`` is the server's view just after it, so what was charged
+    since then is ``total - mark``.
+    """
+
+    charges: dict[str, int]
+    marks: dict[str, int]
     sent_at: float
 
 
@@ -203,6 +264,16 @@ class _Step:
     wait: float
     epoch: int
     reserved: bool
+
+
+def _configured(limits: Limits) -> dict[str, int | object | None]:
+    """Each bucket kind's setting: a number, LEARN, or None for no limit."""
+    return {
+        "requests": limits.rpm,
+        "tokens": limits.tpm,
+        "input_tokens": limits.input_tpm,
+        "output_tokens": limits.output_tpm,
+    }
 
 
 class Controller:
@@ -214,25 +285,33 @@ class Controller:
         limits: Limits,
         store: RedisStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        accounting: Accounting = "sum",
     ) -> None:
         self.endpoint = endpoint
         self.limits = limits
+        self.accounting = accounting
         self.stats = Recorder(endpoint.label)
         self._clock = clock
         self._lock = threading.Lock()
         now = clock()
-        self._rpm = None if not isinstance(limits.rpm, int) else _Bucket(limits.rpm, now)
-        self._tpm = None if not isinstance(limits.tpm, int) else _Bucket(limits.tpm, now)
+        self._settings = _configured(limits)
+        self._buckets: dict[str, _Bucket] = {
+            kind: _Bucket(value, now)
+            for kind, value in self._settings.items()
+            if isinstance(value, int)
+        }
+        self._totals = dict.fromkeys(KINDS, 0)
         self._cap = limits.concurrency
-        # With limits to learn, one request goes first: its headers say how fast to go.
-        self._probing = limits.learns
-        self._gate = _Gate(1 if self._probing else self._cap)
+        # Limits to learn: open with a bounded window until the first answers say more.
+        self._opening = limits.learns and self._cap > OPENING_WINDOW
+        self._gate = _Gate(OPENING_WINDOW if self._opening else self._cap)
+        self._finder = RateFinder()
+        self._discovering = limits.rpm is LEARN  # until headers tell the request limit
         self._paused_until = 0.0
         self._epoch = 0
-        self._sent = 0
-        self._tokens_sent = 0
-        self._streak = 0
-        self._last_decrease = -math.inf
+        self._complained: set[str] = set()
+        self._token_scale = 1.0  # see _scale_tokens
+        self._scaled_at = -math.inf
         self._store = store
 
     def __repr__(self) -> str:
@@ -240,77 +319,98 @@ class Controller:
 
     # -- admission ------------------------------------------------------------------
 
-    async def admit_async(self, tokens: int) -> Ticket:
-        """Wait for a slot and for the rate limits; the caller must :meth:`finish` it."""
+    async def admit_async(self, estimate: Callable[[], Estimate]) -> Ticket:
+        """Wait for a slot and for the rate limits; the caller must :meth:`finish` it.
+
+        ``estimate`` gives the request's tokens; it is called once the slot is granted.
+        """
         self.stats.add(queued=1)
         try:
             await self._gate.enter_async()
             try:
-                await self._pace_async(tokens)
+                # Estimated after the slot is granted: an answer meanwhile may have taught
+                # this endpoint a token limit, and a request admitted uncharged would pass it.
+                charges = self._charges(estimate())
+                await self._pace_async(charges)
             except BaseException:
                 self._gate.leave()
                 raise
         finally:
             self.stats.add(queued=-1)
-        return self._ticket(tokens)
+        return self._ticket(charges)
 
-    def admit_sync(self, tokens: int) -> Ticket:
+    def admit_sync(self, estimate: Callable[[], Estimate]) -> Ticket:
         """The blocking twin of :meth:`admit_async`, for sync clients in threads."""
         self.stats.add(queued=1)
         try:
             self._gate.enter_sync()
             try:
-                self._pace_sync(tokens)
+                # Estimated after the slot is granted: an answer meanwhile may have taught
+                # this endpoint a token limit, and a request admitted uncharged would pass it.
+                charges = self._charges(estimate())
+                self._pace_sync(charges)
             except BaseException:
                 self._gate.leave()
                 raise
         finally:
             self.stats.add(queued=-1)
-        return self._ticket(tokens)
+        return self._ticket(charges)
 
-    async def _pace_async(self, tokens: int) -> None:
+    def _charges(self, estimate: Estimate) -> dict[str, int]:
+        charges = {"requests": 1, **estimate.charges(self.accounting)}
+        scale = self._token_scale
+        if scale != 1.0:
+            for kind in ("tokens", "input_tokens"):
+                charges[kind] = math.ceil(charges[kind] * scale)
+        return charges
+
+    async def _pace_async(self, charges: dict[str, int]) -> None:
         epoch: int | None = None
         while True:
-            step = self._step(tokens, epoch)
+            step = self._step(charges, epoch)
             wait = step.wait
             if step.reserved and self._store is not None:
-                wait = max(wait, await self._store.reserve_async(self, tokens))
+                wait = max(wait, await self._store.reserve_async(self, charges["tokens"]))
             if wait <= 0:
                 return
             epoch = step.epoch
             await asyncio.sleep(wait)
 
-    def _pace_sync(self, tokens: int) -> None:
+    def _pace_sync(self, charges: dict[str, int]) -> None:
         epoch: int | None = None
         while True:
-            step = self._step(tokens, epoch)
+            step = self._step(charges, epoch)
             wait = step.wait
             if step.reserved and self._store is not None:
-                wait = max(wait, self._store.reserve_sync(self, tokens))
+                wait = max(wait, self._store.reserve_sync(self, charges["tokens"]))
             if wait <= 0:
                 return
             epoch = step.epoch
             time.sleep(wait)
 
-    def _step(self, tokens: int, epoch: int | None) -> _Step:
+    def _step(self, charges: Mapping[str, int], epoch: int | None) -> _Step:
         """Reserve (again, if a pause began since ``epoch``), or confirm a reservation."""
         with self._lock:
             now = self._clock()
             paused = self._paused_until - now
-            if epoch == self._epoch and paused <= 0:
-                return _Step(0.0, epoch, reserved=False)
+            if epoch == self._epoch:  # reserved already, in this epoch: just wait it out
+                return _Step(max(0.0, paused), epoch, reserved=False)
             wait = max(0.0, paused)
             if self._store is None or self._store.failed:
-                for bucket, cost in ((self._rpm, 1), (self._tpm, tokens)):
-                    if bucket is not None:
-                        wait = max(wait, bucket.reserve(cost, now))
+                self._follow_finder(now)
+                for kind, bucket in self._buckets.items():
+                    wait = max(wait, bucket.reserve(charges.get(kind, 0), now))
             return _Step(wait, self._epoch, reserved=True)
 
-    def _ticket(self, tokens: int) -> Ticket:
+    def _ticket(self, charges: dict[str, int]) -> Ticket:
         with self._lock:
-            self._sent += 1
-            self._tokens_sent += tokens
-            ticket = Ticket(tokens, self._sent, self._tokens_sent, self._clock())
+            now = self._clock()
+            totals = self._totals
+            for kind, amount in charges.items():
+                totals[kind] += amount
+            if self._discovering:
+                self._finder.sent(now)
+            ticket = Ticket(charges, dict(totals), now)
         self.stats.add(requests=1, in_flight=1)
         return ticket
 
@@ -332,117 +432,204 @@ class Controller:
     ) -> None:
         """Learn from a response's status and rate-limit headers.
 
-        A 429 pauses the endpoint for the server's ``retry-after``, at most ``max_pause``
-        seconds (the retry policy's ``max_wait``), so one absurd header cannot stall it.
+        A 429 from a server whose limits are known (configured, or in this response's
+        headers) pauses the endpoint for the server's ``retry-after``, at most
+        ``max_pause`` seconds (the retry policy's ``max_wait``), so one absurd header
+        cannot stall it. A 429 with nothing else feeds rate discovery instead.
         """
-        self._learn(ticket, headers)
+        readings = read_limits(headers, self.complain) if headers else []
+        if readings:
+            self._learn(ticket, readings)
         if status == 429:
             self.stats.add(rate_limited=1)
-            self.pause(min(retry_after(headers) or DEFAULT_PAUSE, max_pause))
+            self._limited(ticket, headers, bool(readings), max_pause)
+            self._scale_tokens(ticket, readings)
         elif status < 400:
-            self._succeeded()
-        if self._probing:
-            self._end_probe()
+            if self._token_scale != 1.0:
+                self._token_scale = 1.0 + (self._token_scale - 1.0) * (1.0 - SCALE_DECAY)
+            if self._opening:
+                self._widen()
+
+    def _limited(
+        self, ticket: Ticket, headers: Mapping[str, str], told: bool, max_pause: float
+    ) -> None:
+        if told or not self._discovering:
+            wait = retry_after(headers, self.complain)
+            self.pause(min(DEFAULT_PAUSE if wait is None else wait, max_pause))
+        else:
+            self._rejected(ticket)
+        self._open_fully()
+
+    def _scale_tokens(self, ticket: Ticket, readings: list[Reading]) -> None:
+        """A 429 for want of tokens that our buckets thought were there: charge more.
+
+        Prompt tokens are estimated (characters / 4, which undercounts code and most
+        non-Latin scripts) and a server may count differently from this endpoint's
+        ``token_accounting``. The server's ``remaining`` corrects the level; this corrects
+        the charges, once per window, and decays back with every clean answer, so a
+        systematic shortfall settles at a 429 every hundred or so requests.
+        """
+        kinds = {r.kind: r.remaining for r in readings}
+        requests_left = kinds.get("requests", math.inf) >= 1
+        short = requests_left and ("tokens" in kinds or "input_tokens" in kinds)
+        with self._lock:
+            if short and ticket.sent_at > self._scaled_at:
+                self._token_scale = min(MAX_TOKEN_SCALE, self._token_scale * 1.5)
+                self._scaled_at = self._clock()
+
+    def _rejected(self, ticket: Ticket) -> None:
+        """A 429 with nothing else: rate discovery decides; a cut takes effect at once."""
+        with self._lock:
+            now = self._clock()
+            if not self._finder.rejected(ticket.sent_at, now):
+                return
+            # Requests asleep on reservations made at the old rate would still go out at
+            # that rate: a new epoch makes them reserve again at the new one, so the old
+            # reservations are void; and the server's bucket is empty now, so ours
+            # starts from nothing.
+            self._epoch += 1
+            self._follow_finder(now)
+            bucket = self._buckets.get("requests")
+            if bucket is not None:
+                bucket.level = 0.0
 
     def settle_tokens(self, ticket: Ticket, used_in: int | None, used_out: int | None) -> None:
-        """Count ``usage`` and refund (or charge) the difference from the estimate."""
+        """Count ``usage``, and settle the buckets that the provider settles.
+
+        Input and output token buckets (Anthropic's) always settle to the real counts;
+        the combined token bucket only under ``"usage"`` accounting: OpenAI and Azure
+        keep what they charged for the rest of the window.
+        """
         if used_in is None or used_out is None:
             return
         self.stats.add(tokens_in=used_in, tokens_out=used_out)
-        extra = ticket.tokens - (used_in + used_out)
-        if extra == 0:
-            return
+        actual = {
+            "tokens": used_in + used_out,
+            "input_tokens": used_in,
+            "output_tokens": used_out,
+        }
         with self._lock:
-            if self._tpm is not None and (self._store is None or self._store.failed):
-                self._tpm.give_back(extra)
+            if self._store is not None and not self._store.failed:
+                return
+            for kind, used in actual.items():
+                bucket = self._buckets.get(kind)
+                if bucket is None or (kind == "tokens" and self.accounting != "usage"):
+                    continue
+                bucket.give_back(ticket.charges.get(kind, 0) - used)
 
     def pause(self, seconds: float) -> None:
         """Hold every request to this endpoint for ``seconds`` (after a 429)."""
         with self._lock:
             now = self._clock()
             until = now + seconds
-            if until > self._paused_until:
-                self._paused_until = until
-                self._epoch += 1
-                for bucket in (self._rpm, self._tpm):
-                    if bucket is not None:
-                        bucket.reserve(0, now)
-                        bucket.hold_back(seconds)
-            shrink = now - self._last_decrease > max(seconds, DEFAULT_PAUSE)
-            if shrink:
-                self._last_decrease = now
-                self._cap = max(1, self._cap // 2)
-                self._streak = 0
-                self._apply_cap()
-        if shrink:
-            logger.info(
-                "%s: 429, pausing %.3f s; concurrency now %d",
-                self.endpoint.label,
-                seconds,
-                self._cap,
-            )
-
-    def _succeeded(self) -> None:
-        with self._lock:
-            self._streak += 1
-            if self._cap >= self.limits.concurrency or self._streak < self._cap:
+            if until <= self._paused_until:
                 return
-            self._streak = 0
-            self._cap += 1
-            self._apply_cap()
+            self._paused_until = until
+            self._epoch += 1
+            for bucket in self._buckets.values():
+                bucket.reserve(0, now)
+                bucket.hold_back(seconds)
+        logger.info("%s: 429, pausing %.3f s", self.endpoint.label, seconds)
 
-    def _end_probe(self) -> None:
+    def _widen(self) -> None:
+        """A clean answer while opening: double the window, up to the cap."""
         with self._lock:
-            if not self._probing:
+            if not self._opening:
                 return
-            self._probing = False
-            self._apply_cap()
+            window = min(self._cap, self._gate.limit * 2)
+            self._opening = window < self._cap
+            self._gate.set_limit(window)
 
-    def _apply_cap(self) -> None:
-        # Under self._lock: two threads changing the cap must reach the gate in the order
-        # they changed it, or a stale grow could undo a shrink. (The gate's own lock is
-        # only ever taken inside this one, never the other way round.)
-        if not self._probing:
-            self._gate.set_limit(self._cap)
+    def _open_fully(self) -> None:
+        with self._lock:
+            if self._opening:
+                self._opening = False
+                self._gate.set_limit(self._cap)
+
+    def _follow_finder(self, now: float) -> None:
+        # Under self._lock: the discovered request rate moves with time.
+        if not self._discovering or not self._finder.active:
+            return
+        rate = self._finder.rate(now)
+        bucket = self._buckets.get("requests")
+        if rate is None:
+            self._buckets.pop("requests", None)
+        elif bucket is None:
+            # Whatever the server's bucket held went into the burst that it refused.
+            self._buckets["requests"] = _Bucket(rate * 60.0, now, level=0.0)
+        else:
+            bucket.set_rate(rate, now)
 
     # -- learning from headers -----------------------------------------------------------
 
-    def _learn(self, ticket: Ticket, headers: Mapping[str, str]) -> None:
-        learned = read_limits(headers)
-        if not learned:
-            return
+    def _learn(self, ticket: Ticket, readings: list[Reading]) -> None:
+        separate = any(r.kind in ("input_tokens", "output_tokens") for r in readings)
         with self._lock:
             now = self._clock()
-            for kind, (limit, remaining) in learned.items():
-                if kind == "requests" and self.limits.rpm is LEARN:
-                    self._rpm = self._adopt(self._rpm, limit, now)
-                    self._rpm.level = min(self._rpm.level, remaining - (self._sent - ticket.seq))
-                elif kind == "tokens" and self.limits.tpm is LEARN:
-                    self._tpm = self._adopt(self._tpm, limit, now)
-                    since = self._tokens_sent - ticket.token_seq
-                    self._tpm.level = min(self._tpm.level, remaining - since)
+            for reading in readings:
+                kind = reading.kind
+                if kind == "tokens" and separate:
+                    continue  # Anthropic's split input and output limits beat its total
+                if self._settings[kind] is LEARN:
+                    bucket: _Bucket | None = self._adopt(kind, reading.limit, now)
+                else:  # a configured limit keeps its rate, but not a level the server denies
+                    bucket = self._buckets.get(kind)
+                if bucket is not None:
+                    self._resync(bucket, kind, reading.remaining, ticket)
+                if kind == "requests" and self._discovering:
+                    self._discovering = False
+                    self._finder = RateFinder()
+        self._open_fully()
 
-    def _adopt(self, bucket: _Bucket | None, per_minute: float, now: float) -> _Bucket:
+    def _resync(self, bucket: _Bucket, kind: str, remaining: float, ticket: Ticket) -> None:
+        """The server's view wins where it is tighter than ours.
+
+        It says what remains just after this request; what was charged since comes off
+        it, and refill since then is not counted (the safe side). A looser view is not
+        taken: our level also holds the reservations of requests still waiting to be
+        sent, which the server cannot see, so raising it to the server's view would send
+        them twice over. A provider that charges less than this endpoint's accounting
+        costs throughput, never 429s; ``token_accounting`` says how it counts.
+        """
+        since = self._totals[kind] - ticket.marks.get(kind, self._totals[kind])
+        bucket.level = min(bucket.level, remaining - since)
+
+    def _adopt(self, kind: str, per_minute: float, now: float) -> _Bucket:
+        bucket = self._buckets.get(kind)
         if bucket is not None and bucket.rate * 60.0 == per_minute:
             bucket.reserve(0, now)
             return bucket
-        logger.info("%s: learned a limit of %g per minute", self.endpoint.label, per_minute)
-        fresh = _Bucket(per_minute, now)
-        if bucket is not None:
-            fresh.level = min(fresh.capacity, bucket.level)
+        level = None if bucket is None else bucket.level
+        fresh = self._buckets[kind] = _Bucket(per_minute, now, level)
+        log = logger.info if bucket is None else logger.debug
+        log("%s: learned a %s limit of %g per minute", self.endpoint.label, kind, per_minute)
         return fresh
+
+    def complain(self, header: str, problem: str) -> None:
+        """Log a bad header once per endpoint and header name; it is ignored every time."""
+        if header in self._complained:
+            return
+        self._complained.add(header)
+        logger.warning(
+            "%s: bad %s header from the server: %s (logged once)",
+            self.endpoint.label,
+            header,
+            problem,
+        )
 
     @property
     def counts_tokens(self) -> bool:
-        """Whether requests must estimate their tokens: a TPM limit is in force or shared."""
-        return self._tpm is not None or (self._store is not None and self.limits.tpm is not None)
+        """Whether requests must estimate their tokens: a token limit is in force or shared."""
+        return any(kind != "requests" for kind in self._buckets) or (
+            self._store is not None and self.limits.tpm is not None
+        )
 
     # -- introspection ---------------------------------------------------------------------
 
     @property
     def rates(self) -> tuple[float | None, float | None]:
-        """(RPM, TPM) in force, configured or learned; None where there is none."""
-        rpm, tpm = self._rpm, self._tpm
+        """(RPM, TPM) in force, configured, learned or discovered; None where there is none."""
+        rpm, tpm = self._buckets.get("requests"), self._buckets.get("tokens")
         return (
             None if rpm is None else rpm.rate * 60.0,
             None if tpm is None else tpm.rate * 60.0,
@@ -450,76 +637,7 @@ class Controller:
 
     def snapshot(self) -> EndpointStats:
         rpm, tpm = self.rates
-        return self.stats.snapshot(self._cap, rpm, tpm)
-
-
-# -- headers ---------------------------------------------------------------------------------
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """The server's wait in seconds: ``retry-after-ms`` first, then ``retry-after``."""
-    millis = _finite(headers.get("retry-after-ms"))
-    if millis is not None:
-        return max(0.0, millis / 1000.0)
-    seconds = headers.get("retry-after")
-    if seconds:
-        number = _finite(seconds)
-        return max(0.0, number) if number is not None else _http_date_wait(seconds)
-    return None
-
-
-def _finite(text: str | None) -> float | None:
-    """A header's number, or None for a missing, malformed, infinite or NaN one."""
-    if not text:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _http_date_wait(value: str) -> float | None:
-    from email.utils import parsedate_to_datetime  # noqa: PLC0415 - rare path
-
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def read_limits(headers: Mapping[str, str]) -> dict[str, tuple[float, float]]:
-    """``{"requests"|"tokens": (limit per minute, remaining)}`` from OpenAI or Anthropic headers."""
-    found: dict[str, tuple[float, float]] = {}
-    for kind in ("requests", "tokens"):
-        for limit_name, remaining_name in (
-            (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}"),
-            (f"anthropic-ratelimit-{kind}-limit", f"anthropic-ratelimit-{kind}-remaining"),
-        ):
-            limit, remaining = headers.get(limit_name), headers.get(remaining_name)
-            if limit and remaining:
-                try:
-                    found[kind] = (float(limit), float(remaining))
-                except ValueError:
-                    continue
-                break
-    return found
-
-
-def parse_duration(text: str) -> float | None:
-    """OpenAI's reset format (``20ms``, ``1.5s``, ``6m0s``) or an RFC 3339 time, in seconds."""
-    parts = _DURATION.findall(text)
-    if parts and "".join(n + u for n, u in parts) == text:
-        return sum(float(n) * _UNITS[u] for n, u in parts)
-    try:
-        return max(
-            0.0, datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() - time.time()
-        )
-    except ValueError:
-        return None
+        return self.stats.snapshot(self._gate.limit, rpm, tpm)
 
 
 # -- the process-wide registry -------------------------------------------------------------
@@ -528,7 +646,9 @@ _registry: dict[Endpoint, Controller] = {}
 _registry_lock = threading.Lock()
 
 
-def controller_for(endpoint: Endpoint, limits: Limits) -> Controller:
+def controller_for(
+    endpoint: Endpoint, limits: Limits, accounting: Accounting = "sum"
+) -> Controller:
     """The process's controller for ``endpoint``; the first configuration for it wins."""
     controller = _registry.get(endpoint)
     if controller is not None:
@@ -538,7 +658,9 @@ def controller_for(endpoint: Endpoint, limits: Limits) -> Controller:
     with _registry_lock:
         controller = _registry.get(endpoint)
         if controller is None:
-            controller = _registry[endpoint] = Controller(endpoint, limits, _store_for(limits))
+            controller = _registry[endpoint] = Controller(
+                endpoint, limits, _store_for(limits), accounting=accounting
+            )
         return controller
 
 

@@ -80,15 +80,21 @@ def anthropic(
 
 
 def _import_http_stack() -> None:
-    """Import the SDKs' lazily loaded HTTP core here, on the caller's thread.
+    """Import the SDKs' lazily loaded HTTP core here, on the caller's thread, and load the
+    TLS certificates: what the first request would do, done where the client is made.
 
-    Otherwise its first import happens on the bridge's loop thread, and under gevent that
-    fails: httpcore2 imports trio when it is installed, trio runs ``ldconfig``, and gevent's
-    patched ``subprocess`` works only on the main thread's hub ("child watchers are only
-    available on the default loop").
+    Otherwise the first request pays for it (aiohttp alone takes a tenth of a second to
+    import), and under gevent the import fails on the bridge's loop thread: httpcore2
+    imports trio when it is installed, trio runs ``ldconfig``, and gevent's patched
+    ``subprocess`` works only on the main thread's hub ("child watchers are only available
+    on the default loop").
     """
+    from ._transport import _aiohttp_transport_class, ssl_context  # noqa: PLC0415
+
     with contextlib.suppress(ImportError):
         import httpcore2  # noqa: F401, PLC0415
+    _aiohttp_transport_class()
+    ssl_context()
 
 
 def wrap(client: C, *, limits: Limits | None = None, retry: Retry | None = None) -> C:

@@ -95,6 +95,7 @@ class JournalLockedError(BridgeError, RuntimeError):
     finish, or stop it; a lock left by a process that died is taken over by the next run.
     """
 
+
 class RecordedError(BridgeError):
     """A failure recorded in a journal by an earlier run, replayed instead of retried.
 

@@ -17,6 +17,7 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from ._extras import require
+from ._tokens import TOKEN_ACCOUNTINGS, TokenAccounting
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -60,12 +61,20 @@ class Limits:
     """Per-endpoint admission limits (an endpoint is a base URL plus an API key).
 
     Args:
-        concurrency: requests in flight at once (default 64). It shrinks when 429s arrive
-            and grows back when they stop.
+        concurrency: requests in flight at once (default 64). While limits are still to
+            be learned, a fresh endpoint opens with 24 and widens with each clean answer.
         rpm: requests per minute. Not passed: learned from the provider's rate-limit
-            headers. ``None``: no limit.
-        tpm: tokens per minute, reserved before sending (prompt size plus ``max_tokens``)
-            and settled from ``usage``. Not passed: learned from headers. ``None``: no limit.
+            headers, or found from its 429s when it sends none. ``None``: no limit.
+        tpm: tokens per minute, charged before sending as ``token_accounting`` says. Not
+            passed: learned from headers. ``None``: no limit.
+        input_tpm, output_tpm: Anthropic's separate input and output tokens per minute
+            (the prompt, and ``max_tokens`` settled to the real output). Not passed:
+            learned from ``anthropic-ratelimit-*`` headers (``tpm=None`` makes them
+            ``None`` too, unless they are passed). ``None``: no limit.
+        token_accounting: what a request costs against ``tpm``, as the provider counts
+            it: ``"max"`` (the larger of prompt and ``max_tokens``; OpenAI), ``"sum"``
+            (both; Azure OpenAI), ``"usage"`` (both, settled to the real usage), or
+            ``"auto"`` (default): by host, ``"sum"`` for servers it does not know.
         store: ``"redis://host:6379/0"`` keeps the RPM/TPM state in Redis, shared by every
             process that uses the same endpoint. ``None``: this process only.
         on_store_error: ``"local"`` (default) falls back to this process's own limits, with
@@ -78,13 +87,25 @@ class Limits:
     concurrency: int = DEFAULT_LIMIT_CONCURRENCY
     rpm: int | _Learn | None = LEARN
     tpm: int | _Learn | None = LEARN
+    input_tpm: int | _Learn | None = LEARN
+    output_tpm: int | _Learn | None = LEARN
+    token_accounting: TokenAccounting = "auto"
     store: str | None = field(default=None, repr=False)
     on_store_error: Literal["local", "fail"] = "local"
 
     def __post_init__(self) -> None:
         _check_positive_int("concurrency", self.concurrency, allow_none=False)
         _check_positive_int("rpm", self.rpm, allow_none=True)
-        _check_positive_int("tpm", self.tpm, allow_none=True)
+        for name in ("tpm", "input_tpm", "output_tpm"):
+            _check_positive_int(name, getattr(self, name), allow_none=True)
+            if self.tpm is None and getattr(self, name) is LEARN:
+                # "No token limit" covers Anthropic's split ones too, unless they are named.
+                object.__setattr__(self, name, None)
+        if self.token_accounting not in TOKEN_ACCOUNTINGS:
+            raise ValueError(
+                f"token_accounting must be one of {', '.join(map(repr, TOKEN_ACCOUNTINGS))}, "
+                f"got {self.token_accounting!r}"
+            )
         if self.on_store_error not in ("local", "fail"):
             raise ValueError(
                 f"on_store_error must be 'local' or 'fail', got {self.on_store_error!r}"
@@ -95,15 +116,22 @@ class Limits:
     def __repr__(self) -> str:
         # The store URL may hold a password, so only its scheme and host are shown.
         store = "" if self.store is None else f", store={_redacted(self.store)!r}"
+        tokens = "".join(
+            f", {name}={getattr(self, name)!r}"
+            for name in ("input_tpm", "output_tpm")
+            if getattr(self, name) not in (LEARN, None if self.tpm is None else LEARN)
+        )
+        policy = self.token_accounting
+        accounting = "" if policy == "auto" else f", token_accounting={policy!r}"
         return (
             f"Limits(concurrency={self.concurrency}, rpm={self.rpm!r}, tpm={self.tpm!r}"
-            f"{store}, on_store_error={self.on_store_error!r})"
+            f"{tokens}{accounting}{store}, on_store_error={self.on_store_error!r})"
         )
 
     @property
     def learns(self) -> bool:
-        """True when RPM or TPM is to be learned from headers."""
-        return self.rpm is LEARN or self.tpm is LEARN
+        """True when a rate limit is to be learned from headers (or found from 429s)."""
+        return LEARN in (self.rpm, self.tpm, self.input_tpm, self.output_tpm)
 
 
 @dataclass(frozen=True, kw_only=True)

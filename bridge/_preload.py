@@ -76,12 +76,16 @@ def _import_stack() -> None:
     """Import what ``bridge.openai()``/``anthropic()`` and their first request import."""
     try:
         from ._clients import _import_http_stack  # noqa: PLC0415 - imports httpx2
-        from ._transport import _aiohttp_transport_class  # noqa: PLC0415 - imports tenacity
+        from ._transport import (  # noqa: PLC0415 - imports tenacity
+            _aiohttp_transport_class,
+            ssl_context,
+        )
     except ImportError as exc:  # an SDK without the llm extra: bridge.openai() will say so
         logger.debug("preload: not importing the bridge's HTTP stack: %s", exc)
         return
     _import_http_stack()
     _aiohttp_transport_class()  # the SDK's aiohttp adapter, and aiohttp, when installed
+    ssl_context()  # CA certificates, loaded once for every pool and every forked worker
 
 
 def _warm(name: str, warmer: Callable[[], None]) -> None:

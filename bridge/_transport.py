@@ -16,12 +16,13 @@ bridge closes them as its loop closes.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
-import json
+import functools
 import logging
-import math
 import os
 import re
+import ssl
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -30,10 +31,12 @@ from typing import Any, Literal, NoReturn
 import httpx2
 import tenacity
 
-from ._admission import Controller, Ticket, controller_for, endpoint_of, retry_after
+from ._admission import Controller, Ticket, controller_for, endpoint_of
 from ._errors import ForeignLoopError
+from ._headers import retry_after
 from ._limits import Limits, Retry
 from ._runner import add_close_hook, is_bridge_loop
+from ._tokens import NO_TOKENS, Estimate, estimate, resolve_accounting
 
 __all__ = ["AdmissionTransport", "SyncAdmissionTransport", "TransportChoice"]
 
@@ -43,8 +46,6 @@ TransportChoice = Literal["auto", "aiohttp", "httpx"]
 
 #: Statuses worth another attempt; every other 4xx is the caller's to fix.
 RETRY_STATUSES = frozenset({408, 409, 429, *range(500, 600)})
-#: Reply tokens assumed when a request names no ``max_tokens`` (settled from ``usage``).
-DEFAULT_COMPLETION_ESTIMATE = 256
 #: Connection pool of the inner transports: the SDKs' own defaults.
 POOL_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 
@@ -141,24 +142,18 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
         self._choice: TransportChoice = "auto" if self._given is not None else inner  # type: ignore[assignment]
         if self._given is None:
             check_choice(self._choice)
-        self._inners: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, httpx2.AsyncBaseTransport
-        ]
-        self._inners = weakref.WeakKeyDictionary()
-        _async_transports.add(self)
 
     def __repr__(self) -> str:
         return f"<AdmissionTransport {self._limits!r} {self._retry!r}>"
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         controller = self._controller(request)
-        tokens = estimate_tokens(request, self._limits) if controller.counts_tokens else 0
         inner = self._inner()
         attempts = self._retry.attempts
         # Most requests succeed first time, and tenacity's machinery costs about a tenth of
         # a zero-latency request's client time, so the first attempt runs outside it.
         try:
-            return await self._attempt(controller, inner, request, tokens, last=attempts == 1)
+            return await self._attempt(controller, inner, request, last=attempts == 1)
         except RETRYABLE as exc:
             if attempts == 1:
                 raise
@@ -173,7 +168,7 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
                     raise failure
                 controller.stats.add(retries=1)
                 last = attempt.retry_state.attempt_number >= attempts
-                return await self._attempt(controller, inner, request, tokens, last=last)
+                return await self._attempt(controller, inner, request, last=last)
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     async def _attempt(
@@ -181,23 +176,28 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
         controller: Controller,
         inner: httpx2.AsyncBaseTransport,
         request: httpx2.Request,
-        tokens: int,
         *,
         last: bool,
     ) -> httpx2.Response:
-        ticket = await controller.admit_async(tokens)
+        ticket = await controller.admit_async(lambda: _tokens_of(controller, request))
         try:
-            response = await inner.handle_async_request(request)
+            try:
+                response = await inner.handle_async_request(request)
+            except httpx2.ConnectTimeout as exc:
+                raise _honest(exc) from exc.__cause__
             headers = _plain(response.headers)
             controller.on_response(
                 ticket, response.status_code, headers, max_pause=self._retry.max_wait
             )
             if response.status_code in RETRY_STATUSES and not last:
                 await _discard_async(response)
-                _retry_status(response.status_code, headers)
+                _retry_status(controller, response.status_code, headers)
             stream = _is_stream(headers)
             if not stream:
-                await response.aread()
+                try:
+                    await response.aread()
+                except httpx2.ConnectTimeout as exc:
+                    raise _honest(exc) from exc.__cause__
                 _settle(controller, ticket, response.content)
         except BaseException:
             controller.finish(ticket)
@@ -215,35 +215,19 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
         if self._given is not None:
             return self._given
         loop = asyncio.get_running_loop()
-        inner = self._inners.get(loop)
-        if inner is None:
-            if not is_bridge_loop(loop):
-                raise ForeignLoopError(
-                    "this client was made by bridge.openai()/anthropic()/http_client() and its "
-                    "connections live on the bridge's event loop; call it through "
-                    "bridge.run()/gather()/map(), or pass transport=httpx2.AsyncHTTPTransport() "
-                    "to use it on your own loop (and close it yourself)"
-                )
-            inner = self._inners[loop] = make_async_inner(self._choice)
-        return inner
+        if not is_bridge_loop(loop):
+            raise ForeignLoopError(
+                "this client was made by bridge.openai()/anthropic()/http_client() and its "
+                "connections live on the bridge's event loop; call it through "
+                "bridge.run()/gather()/map(), or pass transport=httpx2.AsyncHTTPTransport() "
+                "to use it on your own loop (and close it yourself)"
+            )
+        return _shared_inner(loop, self._choice)
 
     async def aclose(self) -> None:
-        """Close the inner transport of the running loop (or the one you passed)."""
+        """Close the transport you passed; a shared pool stays with the bridge's loop."""
         if self._given is not None:
             await self._given.aclose()
-            return
-        inner = self._inners.pop(asyncio.get_running_loop(), None)
-        if inner is not None:
-            await inner.aclose()
-
-    async def aclose_for(self, loop: asyncio.AbstractEventLoop) -> None:
-        inner = self._inners.pop(loop, None)
-        if inner is not None:
-            await inner.aclose()
-
-    def _forget(self) -> None:
-        _abandoned.extend(self._inners.values())
-        self._inners = weakref.WeakKeyDictionary()
 
 
 class _AsyncMeteredStream(httpx2.AsyncByteStream):
@@ -257,9 +241,12 @@ class _AsyncMeteredStream(httpx2.AsyncByteStream):
         self._done = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            self._usage.feed(chunk)
-            yield chunk
+        try:
+            async for chunk in self._inner:
+                self._usage.feed(chunk)
+                yield chunk
+        except httpx2.ConnectTimeout as exc:
+            raise _honest(exc) from exc.__cause__
 
     async def aclose(self) -> None:
         try:
@@ -292,21 +279,16 @@ class SyncAdmissionTransport(httpx2.BaseTransport):
         self._limits = limits
         self._retry = retry
         self._given = inner
-        self._inner_made: httpx2.BaseTransport | None = None
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        _sync_transports.add(self)
 
     def __repr__(self) -> str:
         return f"<SyncAdmissionTransport {self._limits!r} {self._retry!r}>"
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         controller = _controller_for(request, self._limits)
-        tokens = estimate_tokens(request, self._limits) if controller.counts_tokens else 0
         inner = self._inner()
         attempts = self._retry.attempts
         try:  # outside tenacity first, as in AdmissionTransport.handle_async_request
-            return self._attempt(controller, inner, request, tokens, last=attempts == 1)
+            return self._attempt(controller, inner, request, last=attempts == 1)
         except RETRYABLE as exc:
             if attempts == 1:
                 raise
@@ -320,7 +302,7 @@ class SyncAdmissionTransport(httpx2.BaseTransport):
                     raise failure
                 controller.stats.add(retries=1)
                 last = attempt.retry_state.attempt_number >= attempts
-                return self._attempt(controller, inner, request, tokens, last=last)
+                return self._attempt(controller, inner, request, last=last)
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     def _attempt(
@@ -328,11 +310,10 @@ class SyncAdmissionTransport(httpx2.BaseTransport):
         controller: Controller,
         inner: httpx2.BaseTransport,
         request: httpx2.Request,
-        tokens: int,
         *,
         last: bool,
     ) -> httpx2.Response:
-        ticket = controller.admit_sync(tokens)
+        ticket = controller.admit_sync(lambda: _tokens_of(controller, request))
         try:
             response = inner.handle_request(request)
             headers = _plain(response.headers)
@@ -341,7 +322,7 @@ class SyncAdmissionTransport(httpx2.BaseTransport):
             )
             if response.status_code in RETRY_STATUSES and not last:
                 _discard_sync(response)
-                _retry_status(response.status_code, headers)
+                _retry_status(controller, response.status_code, headers)
             stream = _is_stream(headers)
             if not stream:
                 response.read()
@@ -356,22 +337,12 @@ class SyncAdmissionTransport(httpx2.BaseTransport):
         return response
 
     def _inner(self) -> httpx2.BaseTransport:
-        if self._given is not None:
-            return self._given
-        with self._lock:
-            if self._pid != os.getpid():
-                # Forked: the pool's sockets are the parent's. Keep them untouched.
-                _abandoned.append(self._inner_made)
-                self._inner_made, self._pid = None, os.getpid()
-            if self._inner_made is None:
-                self._inner_made = httpx2.HTTPTransport(limits=POOL_LIMITS)
-            return self._inner_made
+        return self._given if self._given is not None else _shared_sync_inner()
 
     def close(self) -> None:
-        inner = self._given or self._inner_made
-        self._inner_made = None
-        if inner is not None:
-            inner.close()
+        """Close the transport you passed; the shared pool stays for other clients."""
+        if self._given is not None:
+            self._given.close()
 
 
 class _SyncMeteredStream(httpx2.SyncByteStream):
@@ -419,7 +390,9 @@ def make_async_inner(choice: TransportChoice) -> httpx2.AsyncBaseTransport:
     if choice in ("auto", "aiohttp"):
         aiohttp_transport = _aiohttp_transport_class()
         if aiohttp_transport is not None:
-            transport: httpx2.AsyncBaseTransport = aiohttp_transport(limits=POOL_LIMITS)
+            transport: httpx2.AsyncBaseTransport = aiohttp_transport(
+                limits=POOL_LIMITS, verify=ssl_context()
+            )
             return transport
         if choice == "aiohttp":
             raise ImportError(
@@ -427,7 +400,17 @@ def make_async_inner(choice: TransportChoice) -> httpx2.AsyncBaseTransport:
                 "pip install 'openai[aiohttp]' (or use transport='httpx')"
             )
         logger.debug("aiohttp transport unavailable; using httpx2's own")
-    return httpx2.AsyncHTTPTransport(limits=POOL_LIMITS)
+    return httpx2.AsyncHTTPTransport(limits=POOL_LIMITS, verify=ssl_context())
+
+
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """One default TLS context for every pool of the process.
+
+    Loading the CA certificates costs tens of milliseconds; made once (by preloading, in a
+    web server's master before it forks), a worker's first request does not pay it.
+    """
+    return httpx2.create_ssl_context()
 
 
 def _aiohttp_transport_class() -> Any:
@@ -452,16 +435,19 @@ def _controller_for(request: httpx2.Request, limits: Limits) -> Controller:
     url, raw_key = request.url, _raw_key(request.headers)
     path = url.raw_path
     cut = path.find(b"/v1/")
-    # hash(), not the key itself: the raw key is never kept, not even in this cache.
+    # hash(), not the key itself: the raw key is never kept, not even in this cache (nor
+    # the URL's user-info: host and port only).
     prefix = path[:cut] if cut >= 0 else path
-    cache_key = (limits, url.raw_scheme, url.netloc, prefix, hash(raw_key))
+    cache_key = (limits, url.raw_scheme, url.raw_host, url.port, prefix, hash(raw_key))
     controller = _controllers.get(cache_key)
     if controller is None:
         if len(_controllers) >= _CACHE_SIZE:
             _controllers.clear()
         secret = _secret(raw_key.decode("latin-1"))
-        endpoint = endpoint_of(str(url), secret)
-        controller = _controllers[cache_key] = controller_for(endpoint, limits)
+        text = str(url)
+        endpoint = endpoint_of(text, secret)
+        accounting = resolve_accounting(limits.token_accounting, text)
+        controller = _controllers[cache_key] = controller_for(endpoint, limits, accounting)
     return controller
 
 
@@ -489,41 +475,41 @@ def _plain(headers: httpx2.Headers) -> dict[str, str]:
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers.raw}
 
 
-def _retry_status(status: int, headers: Mapping[str, str]) -> NoReturn:
-    raise RetryableStatusError(status, retry_after(headers))
+def _honest(exc: httpx2.ConnectTimeout) -> httpx2.TransportError:
+    """The error that really happened, where aiohttp's adapter says "connect timeout".
+
+    The SDKs' vendored aiohttp adapter maps every ``aiohttp.ClientConnectionError`` (a
+    refused connection, a server that hung up) to ``ConnectTimeout``, which the SDK then
+    reports as "Request timed out". Real timeouts keep their type.
+    """
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, TimeoutError):
+        return exc
+    os_error = getattr(cause, "os_error", None)
+    if isinstance(os_error, OSError):  # aiohttp.ClientConnectorError: never connected
+        where = f"{getattr(cause, 'host', '?')}:{getattr(cause, 'port', '?')}"
+        reason = os_error.strerror or type(os_error).__name__
+        return httpx2.ConnectError(f"cannot connect to {where}: {reason}")
+    return httpx2.RemoteProtocolError(f"the server closed the connection: {cause}")
+
+
+def _retry_status(controller: Controller, status: int, headers: Mapping[str, str]) -> NoReturn:
+    raise RetryableStatusError(status, retry_after(headers, controller.complain))
 
 
 def _is_stream(headers: Mapping[str, str]) -> bool:
     return headers.get("content-type", "").startswith("text/event-stream")
 
 
-def estimate_tokens(request: httpx2.Request, limits: Limits) -> int:
-    """Prompt characters / 4 (per message, rounded up) plus ``max_tokens`` or a default."""
-    if limits.tpm is None or request.method != "POST":
-        return 0
+def _tokens_of(controller: Controller, request: httpx2.Request) -> Estimate:
+    """The request's tokens, estimated only when a token limit is in force (JSON costs)."""
+    if not controller.counts_tokens:
+        return NO_TOKENS
     try:
-        body = json.loads(request.content)
-    except (ValueError, UnicodeDecodeError, httpx2.RequestNotRead):
-        return 0
-    if not isinstance(body, dict):
-        return 0
-    texts = [*_texts(body.get("messages")), *_texts(body.get("system")), *_texts(body.get("input"))]
-    prompt = sum(math.ceil(len(t) / 4) for t in texts)
-    if "input" in body and "messages" not in body:  # embeddings: no reply tokens
-        return prompt
-    reply = body.get("max_tokens") or body.get("max_completion_tokens")
-    return prompt + (reply if isinstance(reply, int) else DEFAULT_COMPLETION_ESTIMATE)
-
-
-def _texts(value: object) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _texts(item)
-    elif isinstance(value, dict):
-        for key in ("content", "text"):
-            yield from _texts(value.get(key))
+        content = request.content
+    except httpx2.RequestNotRead:
+        return NO_TOKENS
+    return estimate(request.method, request.url.path, content)
 
 
 class _UsageScanner:
@@ -554,26 +540,69 @@ def _settle(controller: Controller, ticket: Ticket, content: bytes) -> None:
     controller.settle_tokens(ticket, *scanner.totals())
 
 
-# -- lifecycle: close with the bridge's loop, forget after fork ---------------------------------
+# -- lifecycle: one shared pool per bridge loop, closed with it, forgotten after fork ----------
+#
+# Every client made by bridge.openai()/anthropic()/http_client() sends through the pool of
+# the loop it runs on, shared by all of them: a client made per call or per view and then
+# dropped leaves nothing open behind it, and connections are reused across clients.
 
-_async_transports: weakref.WeakSet[AdmissionTransport] = weakref.WeakSet()
-_sync_transports: weakref.WeakSet[SyncAdmissionTransport] = weakref.WeakSet()
-# Inner transports inherited across a fork: closing them would touch the parent's sockets,
-# and letting aiohttp sessions be collected makes them warn, so the child keeps them.
+_shared: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, httpx2.AsyncBaseTransport]
+] = weakref.WeakKeyDictionary()
+_sync_pool: httpx2.BaseTransport | None = None
+_sync_lock = threading.Lock()
+# Pools inherited across a fork: closing them would touch the parent's sockets, and
+# letting aiohttp sessions be collected makes them warn, so the child keeps them.
 _abandoned: list[object] = []
 
 
+def _shared_inner(
+    loop: asyncio.AbstractEventLoop, choice: TransportChoice
+) -> httpx2.AsyncBaseTransport:
+    pools = _shared.get(loop)
+    if pools is None:
+        pools = _shared[loop] = {}
+    kind = "httpx" if choice == "httpx" else "aiohttp"
+    inner = pools.get(kind)
+    if inner is None:
+        inner = pools[kind] = make_async_inner(choice)
+    return inner
+
+
+def _shared_sync_inner() -> httpx2.BaseTransport:
+    global _sync_pool  # noqa: PLW0603 - one pool per process, made on first use
+    pool = _sync_pool
+    if pool is not None:
+        return pool
+    with _sync_lock:
+        if _sync_pool is None:
+            _sync_pool = httpx2.HTTPTransport(limits=POOL_LIMITS, verify=ssl_context())
+        return _sync_pool
+
+
 async def _close_for_loop(loop: asyncio.AbstractEventLoop) -> None:
-    for transport in list(_async_transports):
-        await transport.aclose_for(loop)
+    for inner in _shared.pop(loop, {}).values():
+        await inner.aclose()
+
+
+def _close_sync_pool() -> None:
+    global _sync_pool
+    pool, _sync_pool = _sync_pool, None
+    if pool is not None:
+        pool.close()
 
 
 def _after_fork_in_child() -> None:
+    global _sync_pool, _sync_lock
     _controllers.clear()  # the child's controllers are new (see _admission)
-    for transport in list(_async_transports):
-        transport._forget()
+    for pools in list(_shared.values()):
+        _abandoned.extend(pools.values())
+    _shared.clear()
+    _abandoned.append(_sync_pool)
+    _sync_pool, _sync_lock = None, threading.Lock()
 
 
 add_close_hook(_close_for_loop)
+atexit.register(_close_sync_pool)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)

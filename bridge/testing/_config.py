@@ -70,7 +70,7 @@ class ServerConfig:
     burst_seconds: float = DEFAULT_BURST_SECONDS
     itpm: int | None = None
     otpm: int | None = None
-    token_accounting: TokenAccounting = "sum"  # noqa: S105 - an accounting mode, not a secret
+    token_accounting: TokenAccounting = "sum"
     rate_limit_headers: bool = True
     header_overrides: Mapping[str, str] = field(default_factory=dict)
     header_override_rate: float = 1.0

@@ -121,7 +121,7 @@ class RateLimiter:
         burst_seconds: float,
         itpm: int | None = None,
         otpm: int | None = None,
-        token_accounting: TokenAccounting = "sum",  # noqa: S107 - a mode, not a secret
+        token_accounting: TokenAccounting = "sum",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limits = dict(zip(KINDS, (rpm, tpm, itpm, otpm), strict=True))
