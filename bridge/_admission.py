@@ -471,7 +471,10 @@ class Controller:
         """
         kinds = {r.kind: r.remaining for r in readings}
         requests_left = kinds.get("requests", math.inf) >= 1
-        short = requests_left and ("tokens" in kinds or "input_tokens" in kinds)
+        # Only a request that was charged its tokens says the charge was short; one sent
+        # before any token limit was known (a cold endpoint's opening burst) says nothing.
+        charged = ticket.charges.get("tokens", 0) > 0
+        short = charged and requests_left and ("tokens" in kinds or "input_tokens" in kinds)
         with self._lock:
             if short and ticket.sent_at > self._scaled_at:
                 self._token_scale = min(MAX_TOKEN_SCALE, self._token_scale * 1.5)

@@ -54,7 +54,7 @@ def openai(
     import openai as sdk  # noqa: PLC0415 - optional dependency, imported on use
 
     _refuse(kwargs, "openai")
-    _import_http_stack()
+    _import_http_stack("openai")
     http = sdk.DefaultAsyncHttpxClient(transport=_async_transport(limits, retry, transport))
     return sdk.AsyncOpenAI(http_client=http, max_retries=0, **kwargs)
 
@@ -74,17 +74,19 @@ def anthropic(
     import anthropic as sdk  # noqa: PLC0415 - optional dependency, imported on use
 
     _refuse(kwargs, "anthropic")
-    _import_http_stack()
+    _import_http_stack("anthropic")
     http = sdk.DefaultAsyncHttpxClient(transport=_async_transport(limits, retry, transport))
     return sdk.AsyncAnthropic(http_client=http, max_retries=0, **kwargs)
 
 
-def _import_http_stack() -> None:
-    """Import the SDKs' lazily loaded HTTP core here, on the caller's thread, and load the
-    TLS certificates: what the first request would do, done where the client is made.
+def _import_http_stack(sdk: str | None = None) -> None:
+    """Do what the first request would do, where the client is made, on the caller's
+    thread: import the SDKs' lazily loaded HTTP core, load the TLS certificates, and warm
+    ``sdk`` up (its resource modules and reply models; once per process, offline).
 
     Otherwise the first request pays for it (aiohttp alone takes a tenth of a second to
-    import), and under gevent the import fails on the bridge's loop thread: httpcore2
+    import; building the SDK's reply models as much again), and under gevent the import
+    fails on the bridge's loop thread: httpcore2
     imports trio when it is installed, trio runs ``ldconfig``, and gevent's patched
     ``subprocess`` works only on the main thread's hub ("child watchers are only available
     on the default loop").
@@ -95,6 +97,10 @@ def _import_http_stack() -> None:
         import httpcore2  # noqa: F401, PLC0415
     _aiohttp_transport_class()
     ssl_context()
+    if sdk is not None:
+        from ._preload import preload  # noqa: PLC0415 - imports the SDK, which is loaded now
+
+        preload((sdk,))
 
 
 def wrap(client: C, *, limits: Limits | None = None, retry: Retry | None = None) -> C:

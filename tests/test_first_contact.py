@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import bridge
-from bridge._admission import OPENING_WINDOW
+from bridge._admission import OPENING_WINDOW, _registry
 from bridge.testing import SimulatedServer, expected_digest, serve
 
 openai = pytest.importorskip("openai")
@@ -157,6 +157,31 @@ def test_the_servers_remaining_corrects_an_accounting_that_charges_too_little() 
         assert bridge.map(call, range(100), concurrency=30) == [True] * 100
         counts = statuses(server)
     assert counts.get("429", 0) <= 0.05 * (100 + counts.get("429", 0))
+
+
+def test_anthropic_input_and_output_limits_are_learned_and_settled() -> None:
+    anthropic = pytest.importorskip("anthropic")
+    del anthropic
+    with serve(itpm=60_000, otpm=30_000, latency=0.05) as server:
+        key = new_key()
+        client = bridge.anthropic(base_url=server.root_url, api_key=key)
+
+        async def call(i: int) -> bool:
+            text = f"anthropic {i}"
+            reply = await client.messages.create(
+                model="m", max_tokens=100, messages=[{"role": "user", "content": text}]
+            )
+            return bool(reply.content[0].text.startswith("digest=" + expected_digest(text)))
+
+        assert bridge.map(call, range(30), concurrency=30) == [True] * 30
+        server.reset()
+        assert bridge.map(call, range(30, 90), concurrency=30) == [True] * 60
+        counts = statuses(server)
+        label = endpoint_stats(key).endpoint
+        (controller,) = [c for c in _registry.values() if c.endpoint.label == label]
+    assert counts.get("429", 0) <= 0.03 * 60  # learned and settled: paced, not refused
+    assert sorted(controller._buckets) == ["input_tokens", "output_tokens"]
+    assert controller.accounting == "usage"
 
 
 # -- 4. headers are untrusted input ------------------------------------------------------------

@@ -1,8 +1,13 @@
-"""Admission control against a rate-limited server: naive versus the bridge.
+"""Admission control on first contact, and against a rate-limited server: the figures.
 
-Run ``python -m bridge.bench.limits``. It starts one simulated server (``--rpm 1200``, a
-1 s burst, ``--latency`` per reply) and sends the same job three ways, resetting the
-server in between:
+``python -m bridge.bench.limits`` runs the first-contact scenarios (``--only`` picks some;
+see :mod:`._contact`): a cold process, a server without rate-limit headers, tokens charged
+up front, today's server with headers, and bench (a) in a fresh process. It prints one
+Markdown table, the one in docs/limits.md.
+
+``python -m bridge.bench.limits --naive`` runs the older comparison instead. It starts one
+simulated server (``--rpm 1200``, a 1 s burst, ``--latency`` per reply) and sends the same
+job three ways, resetting the server in between:
 
 - **naive**: ``asyncio.gather`` with a ``Semaphore(50)`` and ``AsyncOpenAI``'s default
   retries (2, honouring ``retry-after`` up to its ceiling);
@@ -27,6 +32,7 @@ from bridge._extras import require
 from bridge.testing import SimulatedServer, expected_digest, serve
 
 from . import BENCH_MODULES
+from ._contact import SCENARIOS
 from ._targets import target
 
 __all__ = ["Result", "scenario", "scenarios"]
@@ -181,13 +187,30 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bridge.bench.limits", description=__doc__, allow_abbrev=False
     )
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--rpm", type=int, default=1200)
-    parser.add_argument("--latency", type=float, default=0.5)
-    parser.add_argument("--jitter", type=float, default=0.1)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="run this first-contact scenario only (repeatable; default: all)",
+    )
+    parser.add_argument("--naive", action="store_true", help="naive versus the bridge instead")
+    parser.add_argument("--calls", type=int, default=300, help="--naive: calls (default 300)")
+    parser.add_argument("--rpm", type=int, default=1200, help="--naive: server rpm (1200)")
+    parser.add_argument("--latency", type=float, default=0.5, help="--naive: seconds (0.5)")
+    parser.add_argument("--jitter", type=float, default=0.1, help="--naive: ± seconds (0.1)")
+    parser.add_argument("--rounds", type=int, default=1, help="--naive: rounds (default 1)")
     args = parser.parse_args(argv)
     require("python -m bridge.bench.limits", "bench", *BENCH_MODULES)
+    if args.naive:
+        _naive_table(args)
+        return
+    print("| scenario | calls | failed | 429s (share of attempts) | wall | wall / ideal | target |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.only or SCENARIOS:
+        print(SCENARIOS[name]().markdown(), flush=True)
+
+
+def _naive_table(args: argparse.Namespace) -> None:
     print(
         f"{args.calls} calls, server rpm={args.rpm} (1 s burst), latency {args.latency} s "
         f"± {args.jitter} s; ideal = {args.calls / (args.rpm / 60):.1f} s"
