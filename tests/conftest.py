@@ -45,10 +45,17 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Tests drop connections on purpose (a closed loop, a killed client); the
+        # traceback socketserver prints for each is noise in the test log.
+        pass
+
+
 @pytest.fixture(scope="session")
 def echo_url() -> Iterator[str]:
     """A real HTTP/1.1 keep-alive server on loopback that echoes the request path."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+    server = _QuietServer(("127.0.0.1", 0), _EchoHandler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
