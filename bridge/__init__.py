@@ -11,10 +11,23 @@ See docs/core.md for the whole API.
 
 from __future__ import annotations
 
-from ._admission import all_stats as stats
-from ._bridge import DEFAULT_CANCEL_TIMEOUT, DEFAULT_CONCURRENCY, DEFAULT_THREADS, Bridge
-from ._clients import anthropic, http_client, openai, wrap
-from ._default import (
+from ._admission import (
+    LEARN,
+    EndpointStats,
+    Limits,
+    Retry,
+    anthropic,
+    http_client,
+    openai,
+    stats,
+    wrap,
+)
+from ._core import (
+    DEFAULT_CANCEL_TIMEOUT,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_THREADS,
+    Bridge,
+    CloseableIterator,
     gather,
     get_default,
     imap,
@@ -37,9 +50,6 @@ from ._errors import (
     RecordedError,
     ReentrancyError,
 )
-from ._iterators import CloseableIterator
-from ._limits import LEARN, Limits, Retry
-from ._stats import EndpointStats
 
 __version__ = "0.1.0"
 
@@ -78,3 +88,15 @@ __all__ = [
     "to_thread",
     "wrap",
 ]
+
+
+def _at_home() -> None:
+    # Public names print as bridge.Bridge, not bridge._core._bridge.Bridge: in reprs,
+    # tracebacks and help(), where users look. (httpx does the same.)
+    for name in __all__:
+        value = globals()[name]
+        if getattr(value, "__module__", "").startswith("bridge._"):
+            value.__module__ = "bridge"
+
+
+_at_home()

@@ -17,7 +17,7 @@ import pytest
 
 import bridge
 from bridge import Bridge, BridgeClosedError, BridgeError, ReentrancyError
-from bridge._iterators import MAX_READ_AHEAD
+from bridge._core._iterators import MAX_READ_AHEAD
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
 
@@ -674,7 +674,7 @@ class TestTimeoutValues:
 
     def test_cancel_timeout_none_is_the_default(self) -> None:
         with Bridge(cancel_timeout=None) as default:  # type: ignore[arg-type]
-            assert default._cancel_timeout == bridge.DEFAULT_CANCEL_TIMEOUT
+            assert default.cancel_timeout == bridge.DEFAULT_CANCEL_TIMEOUT
 
     @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -2.0])
     def test_close_with_a_bad_timeout_refuses_and_leaves_the_bridge_open(self, bad: float) -> None:

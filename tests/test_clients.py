@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import bridge
-from bridge._admission import OPENING_WINDOW
+from bridge._admission._controller import OPENING_WINDOW
 from bridge.testing import SimulatedServer, expected_digest
 
 openai = pytest.importorskip("openai")

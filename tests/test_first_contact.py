@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import bridge
-from bridge._admission import OPENING_WINDOW, _registry
+from bridge._admission._controller import OPENING_WINDOW, _registry
 from bridge.testing import SimulatedServer, expected_digest, serve
 
 openai = pytest.importorskip("openai")

@@ -21,7 +21,7 @@ import openai
 import pytest
 
 import bridge
-from bridge._journal import DEFAULT_KEY_SCHEME, default_key, dumps, loads, status_of_exception
+from bridge._core._journal import DEFAULT_KEY_SCHEME, default_key, dumps, loads, status_of_exception
 from bridge.testing import SimulatedServer, serve
 
 calls: list[Any] = []
@@ -313,7 +313,7 @@ class TestKeys:
 
     def test_set_keys_do_not_depend_on_the_hash_seed(self) -> None:
         probe = (
-            "from bridge._journal import default_key; "
+            "from bridge._core._journal import default_key; "
             "print(default_key(frozenset({'apple', 'pear', 'fig', ('a', 1)})), "
             "default_key({'k': {'x', 'y', 'z'}}))"
         )

@@ -1,4 +1,4 @@
-"""bridge._preload: what bridge.django and bridge.flask do at start-up, before any fork.
+"""bridge._admission._preload: what bridge.django and bridge.flask do at start-up, before any fork.
 
 The fresh-process tests run in a subprocess: this one has imported the SDKs long ago.
 """
@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from bridge._preload import SDKS, preload, sdks_from_setting
+from bridge._admission._preload import SDKS, preload, sdks_from_setting
 
 
 def run_fresh(code: str) -> dict[str, object]:
@@ -60,7 +60,7 @@ def test_preload_imports_and_warms_up_without_a_thread_or_a_request() -> None:
     found = run_fresh(
         """
         import json, sys, threading
-        from bridge._preload import preload
+        from bridge._admission._preload import preload
         assert "openai" not in sys.modules
         done = preload()
         from openai.types.chat import ChatCompletion
@@ -68,7 +68,7 @@ def test_preload_imports_and_warms_up_without_a_thread_or_a_request() -> None:
         print(json.dumps({
             "done": done,
             "modules": [m for m in ("openai.resources.chat", "anthropic.resources.messages",
-                                    "httpcore2", "aiohttp", "bridge._transport")
+                                    "httpcore2", "aiohttp", "bridge._admission._transport")
                         if m in sys.modules],
             "models": [ChatCompletion.__pydantic_complete__, Message.__pydantic_complete__],
             "threads": threading.active_count(),
@@ -82,7 +82,7 @@ def test_preload_imports_and_warms_up_without_a_thread_or_a_request() -> None:
         "anthropic.resources.messages",
         "httpcore2",
         "aiohttp",
-        "bridge._transport",
+        "bridge._admission._transport",
     ]
     assert found["models"] == [True, True]
     assert found["threads"] == 1
@@ -93,7 +93,7 @@ def test_preloading_nothing_imports_nothing() -> None:
     found = run_fresh(
         """
         import json, sys
-        from bridge._preload import preload
+        from bridge._admission._preload import preload
         print(json.dumps({"done": preload(()), "openai": "openai" in sys.modules}))
         """
     )
@@ -106,7 +106,7 @@ def test_an_sdk_without_the_llm_extra_is_still_preloaded_and_nothing_fails() -> 
         """
         import json, sys
         sys.modules["tenacity"] = None  # import tenacity now raises ImportError
-        from bridge._preload import preload
+        from bridge._admission._preload import preload
         done = preload(["openai"])
         print(json.dumps({"done": done, "chat": "openai.resources.chat" in sys.modules}))
         """

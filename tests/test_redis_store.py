@@ -17,8 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 import bridge
-from bridge._admission import Controller, endpoint_of
-from bridge.stores import RedisStore
+from bridge._admission._redis import RedisStore
 from bridge.testing import SimulatedServer
 
 redis = pytest.importorskip("redis")
@@ -43,11 +42,9 @@ def store_url(redis_url: str) -> Iterator[str]:
 def test_lua_bucket_is_shared_and_paced(store_url: str) -> None:
     # 1/s with a bucket of 1 s: the 12 round trips to Redis take far less than the second
     # it would need to refill one token, however busy the machine.
-    limits = bridge.Limits(rpm=60, tpm=None, store=store_url)
-    endpoint = endpoint_of("http://h:1/v1/x", f"k-{uuid.uuid4().hex}")
-    one = Controller(endpoint, limits, RedisStore(store_url))
-    two = Controller(endpoint, limits, RedisStore(store_url))  # another "process"
-    waits = [c._store.reserve_sync(c, 0) for c in (one, two) * 6]  # type: ignore[union-attr]
+    endpoint = f"http://h:1/v1|{uuid.uuid4().hex}"
+    one, two = RedisStore(store_url), RedisStore(store_url)  # two "processes"
+    waits = [store.reserve_sync(endpoint, (60.0, None), 0) for store in (one, two) * 6]
     capacity = sum(1 for wait in waits if wait == 0.0)
     assert 1 <= capacity <= 2  # one bucket for both controllers, not one each
     later = waits[capacity:]

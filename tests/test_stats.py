@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 import bridge
-from bridge._stats import Recorder
+from bridge._admission._stats import Recorder
 from bridge.testing import SimulatedServer
 
 pytest.importorskip("openai")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -12,8 +13,14 @@ from pathlib import Path
 from typing import IO
 
 import bridge
-from bridge._journal import JournalIterator, JournalStore, Status, open_store, store_for
-from bridge._limits import DEFAULT_ATTEMPTS
+from bridge._integration import (
+    DEFAULT_ATTEMPTS,
+    JournalIterator,
+    JournalStore,
+    Status,
+    open_store,
+    store_for,
+)
 
 from ._requests import KEY_SCHEME, read_requests, request_key
 from ._send import Line, Sender
@@ -250,8 +257,11 @@ def _run(args: argparse.Namespace, store: JournalStore, out: IO[str]) -> int:
     retry = bridge.Retry(attempts=args.attempts)
     client = bridge.http_client(limits=limits, retry=retry, headers=headers)
     sender = Sender(client, args.base_url)
+    start = functools.partial(
+        bridge.imap, concurrency=args.concurrency, ordered=not args.completion_order
+    )
     results = JournalIterator(
-        bridge.get_default(),
+        start,
         sender,
         read_requests(args.input),
         store=store,
@@ -259,8 +269,6 @@ def _run(args: argparse.Namespace, store: JournalStore, out: IO[str]) -> int:
         retry_failed=args.retry_failed,
         return_exceptions=False,
         judge=_status,
-        concurrency=args.concurrency,
-        ordered=not args.completion_order,
     )
     tally = Tally()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge._journal import Status, status_of_exception, status_of_http
+from bridge._integration import Status, status_of_exception, status_of_http
 
 from ._requests import Request
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import bridge
-from bridge._journal import RunCounts, Status
+from bridge._integration import RunCounts, Status
 
 from ._send import Sender, Tokens
 

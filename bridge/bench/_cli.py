@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bridge._errors import MissingExtraError
-from bridge._extras import require
+from bridge import MissingExtraError
+from bridge._integration import require
 
 from . import BENCH_MODULES
 from ._approaches import Endpoint

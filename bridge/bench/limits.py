@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import bridge
-from bridge._extras import require
+from bridge._integration import require
 from bridge.testing import SimulatedServer, expected_digest, serve
 
 from . import BENCH_MODULES

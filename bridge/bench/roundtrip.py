@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 import bridge
-from bridge._extras import require
+from bridge._integration import require
 
 from . import BENCH_MODULES
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import textwrap
 
-from bridge._extras import require
+from bridge._integration import require
 
 from . import BENCH_MODULES
 

@@ -15,8 +15,9 @@ on the view's own thread, with its database connection and transaction::
 ``ready()`` also imports and warms up the installed SDKs (``"preload"``: True, the
 default, False, or a list such as ``["openai"]``), so that under gunicorn ``--preload``
 that happens once, in the master, before fork. A system check reports bad ``BRIDGE``
-settings. :func:`openai` and :func:`anthropic`
-build clients with the limits configured for their base URL. See docs/django.md.
+settings. :func:`openai` builds an ``AsyncOpenAI`` client with the limits configured for
+its base URL, and :func:`limits_for` gives those limits for any other client
+(``bridge.anthropic(limits=bridge.django.limits_for(url))``). See docs/django.md.
 """
 
 from __future__ import annotations

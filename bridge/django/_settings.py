@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core import checks
 
-from .._bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS
-from .._limits import Limits, limits_from_setting
-from .._preload import SDKS, sdks_from_setting
+from bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS, Limits
+from bridge._integration import SDKS, limits_from_setting, sdks_from_setting
 
 if TYPE_CHECKING:
     import openai as openai_sdk
@@ -179,7 +178,7 @@ def openai(**kwargs: Any) -> openai_sdk.AsyncOpenAI:
     The base URL is ``base_url``, else ``OPENAI_BASE_URL``, else OpenAI's own, as the
     SDK resolves it.
     """
-    from .._clients import openai as make  # noqa: PLC0415 - imports the openai SDK
+    from bridge import openai as make  # noqa: PLC0415 - imports the openai SDK
 
     url = kwargs.get("base_url") or os.environ.get("OPENAI_BASE_URL") or _OPENAI_URL
     kwargs.setdefault("limits", limits_for(str(url)))

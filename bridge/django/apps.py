@@ -13,8 +13,8 @@ from django.apps import AppConfig
 from django.core import checks
 
 import bridge
+from bridge._integration import SDKS, preload
 
-from .._preload import SDKS, preload
 from ._settings import BridgeSettings, check_bridge_settings, read_settings
 
 __all__ = ["BridgeConfig"]

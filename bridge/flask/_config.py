@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .._bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS
-from .._limits import Limits, limits_from_setting
-from .._preload import SDKS, sdks_from_setting
+from bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS, Limits
+from bridge._integration import SDKS, limits_from_setting, sdks_from_setting
 
 __all__ = ["BridgeConfig", "normal_url", "problems", "read_config"]
 

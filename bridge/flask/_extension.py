@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Any, AnyStr, TypeVar
 
 from flask import Flask, current_app, stream_with_context
 
-from .._bridge import Bridge as CoreBridge
-from .._default import set_default
-from .._iterators import CloseableIterator
-from .._limits import Limits
-from .._preload import preload
+from bridge import Bridge as CoreBridge
+from bridge import CloseableIterator, Limits, set_default
+from bridge._integration import preload
+
 from ._config import BridgeConfig, normal_url, read_config
 
 if TYPE_CHECKING:
@@ -103,7 +102,7 @@ class Bridge:
         SDK resolves it. Make one per process and reuse it: its connections live on the
         bridge's loop.
         """
-        from .._clients import openai as make  # noqa: PLC0415 - imports the openai SDK
+        from bridge import openai as make  # noqa: PLC0415 - imports the openai SDK
 
         url = kwargs.get("base_url") or os.environ.get("OPENAI_BASE_URL") or _OPENAI_URL
         kwargs.setdefault("limits", self.limits_for(str(url)))

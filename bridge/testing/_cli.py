@@ -12,8 +12,8 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 
-from bridge._errors import MissingExtraError
-from bridge._extras import require
+from bridge import MissingExtraError
+from bridge._integration import require
 
 from ._config import DEFAULT_BURST_SECONDS, DEFAULT_HOST, DEFAULT_SLOW_FIRST_BYTE, ServerConfig
 from ._ratelimit import TOKEN_ACCOUNTING

@@ -18,8 +18,8 @@ import time
 from types import TracebackType
 from typing import Any, TypedDict, cast
 
-from bridge._errors import BridgeError
-from bridge._extras import require
+from bridge import BridgeError
+from bridge._integration import require
 
 from ._config import ServerConfig
 

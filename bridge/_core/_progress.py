@@ -12,7 +12,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any, Literal, TypeVar
 
-from ._extras import require
+from .._extras import require
+from .._process import endpoint_stats
 
 __all__ = ["Progress", "with_progress"]
 
@@ -74,9 +75,7 @@ def with_progress(results: Iterator[T], *, total: int | None, label: str) -> Ite
 
 def _traffic() -> tuple[int, int]:
     """429s and tokens so far, over every endpoint the bridge's clients used."""
-    from ._admission import all_stats  # noqa: PLC0415 - admission may never be loaded
-
-    stats: Any = all_stats().values()
+    stats: Any = endpoint_stats().values()
     return (
         sum(s.rate_limited for s in stats),
         sum(s.tokens_in + s.tokens_out for s in stats),

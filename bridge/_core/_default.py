@@ -232,6 +232,13 @@ def syncify(
 
     Works bare (``@bridge.syncify``) or with options (``@bridge.syncify(timeout=30)``).
     The call runs on the default bridge in force when it is made.
+
+    Args:
+        fn: an ``async def`` function (when used bare).
+        timeout: seconds each call may take; it is cancelled after them.
+
+    Raises:
+        TypeError: ``fn`` is not an ``async def`` function.
     """
     if fn is None:
         return lambda f: make_sync(f, get_default, timeout)
@@ -241,3 +248,26 @@ def syncify(
 async def to_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """From async code, run a blocking call in the default bridge's bounded thread pool."""
     return await get_default().to_thread(fn, *args, **kwargs)
+
+
+def _document(function: Callable[..., Any], method: Callable[..., Any]) -> None:
+    """Give ``function`` the parameter sections of the ``Bridge`` method it delegates to.
+
+    One text to maintain; ``help(bridge.map)`` shows every parameter, on the default bridge.
+    """
+    first = (function.__doc__ or "").strip().splitlines()[0]
+    _, _, body = (method.__doc__ or "").partition("\n\n")
+    function.__doc__ = (
+        f"{first}\n\n        On the process default bridge (``bridge.get_default()``).\n\n{body}"
+    )
+
+
+for _function, _method in (
+    (run, Bridge.run),
+    (gather, Bridge.gather),
+    (map, Bridge.map),
+    (imap, Bridge.imap),
+    (iterate, Bridge.iterate),
+    (to_thread, Bridge.to_thread),
+):
+    _document(_function, _method)

@@ -9,20 +9,19 @@ import inspect
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Sized
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
-from ._calls import Call, wait_until
-from ._compat import gevent_patched
-from ._errors import BridgeClosedError, ReentrancyError
-from ._extras import require
+from .._errors import ReentrancyError
+from .._extras import require
 from ._iterators import AsyncIteratorBridge, CloseableIterator, IMapIterator
 from ._progress import Progress, wanted, with_progress
 from ._runner import LoopRunner
+from ._submit import Attach, Submitter
 from ._tasks import as_coroutine, run_bounded
-from ._threads import ThreadPool, call_in_pool, in_pool_thread, run_sync
+from ._threads import call_in_pool, in_pool_thread, run_sync
 from ._validate import (
     check_awaitable,
     check_concurrency,
@@ -31,7 +30,6 @@ from ._validate import (
     describe,
     is_async_callable,
 )
-from ._waiters import Notifier, new_one_shot
 
 __all__ = [
     "DEFAULT_CANCEL_TIMEOUT",
@@ -45,12 +43,6 @@ A = TypeVar("A")
 P = ParamSpec("P")
 
 logger = logging.getLogger(__name__)
-
-# _sensitive.attach: (coro, on_discard) -> (coro to run instead, its notifier, on_discard)
-_Attach = Callable[
-    [Coroutine[Any, Any, Any], Callable[[], None] | None],
-    tuple[Coroutine[Any, Any, Any], Notifier, Callable[[], None]],
-]
 
 #: Tasks a call runs at once when it names no ``concurrency``. The semaphore is not
 #: optional: 5,000 unbounded requests meet a wall of 429s, 16 keep a typical key busy.
@@ -90,18 +82,11 @@ class Bridge:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a whole number of at least 1, got {threads!r}")
         grace = check_grace(cancel_timeout, "cancel_timeout")
-        self._cancel_timeout = DEFAULT_CANCEL_TIMEOUT if grace is None else grace
+        cancel = DEFAULT_CANCEL_TIMEOUT if grace is None else grace
         # Every open bridge is closed at interpreter exit; see _runner._close_all.
-        self._runner = LoopRunner(threads=threads, name=name, close_timeout=self._cancel_timeout)
+        self._runner = LoopRunner(threads=threads, name=name, close_timeout=cancel)
         self._threads = threads
-        # Off: None, so the submit path pays one attribute test. asgiref loads only if on.
-        self._attach: _Attach | None = None
-        if thread_sensitive:
-            require("Bridge(thread_sensitive=True)", None, "asgiref")  # Django installs it
-            from . import _sensitive  # noqa: PLC0415 - imports asgiref, an optional dependency
-
-            _sensitive.check_supported()
-            self._attach = _sensitive.attach
+        self._submit = Submitter(self._runner, cancel, _attach_for(thread_sensitive))
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self._runner.started else "idle"
@@ -116,130 +101,37 @@ class Bridge:
         return self._threads
 
     @property
+    def cancel_timeout(self) -> float:
+        return self._submit.cancel_timeout
+
+    @property
     def thread_sensitive(self) -> bool:
-        return self._attach is not None
+        return self._submit.thread_sensitive
 
     @property
     def closed(self) -> bool:
         return self._runner.closing
-
-    # -- the one submit path --------------------------------------------------------
-
-    def _prepare(
-        self,
-        coro: Coroutine[Any, Any, T],
-        ctx: contextvars.Context,
-        done: Notifier,
-        finished: deque[Call[T]] | None = None,
-        *,
-        where: str,
-        on_discard: Callable[[], None] | None = None,
-    ) -> Call[T]:
-        """Make the call that will run ``coro`` on the loop; ``Call.submit()`` starts it.
-
-        If it cannot (re-entrant use, a closed bridge), ``coro`` is closed, ``on_discard``
-        runs, so nothing is left never-awaited, and the error is raised.
-        """
-        try:
-            loop = self._usable_loop(where)
-        except BaseException:
-            coro.close()
-            if on_discard is not None:
-                on_discard()
-            raise
-        if self._attach is not None and finished is None and not gevent_patched():
-            # Thread-sensitive (see _sensitive.py): the executor that runs the task's
-            # sync_to_async work on this thread replaces ``done``, so every wait below
-            # (_run_until, _settle) runs that work. imap's shared notifier and gevent's
-            # hub cannot wait that way, so they keep the plain path.
-            done.close()
-            coro, done, on_discard = self._attach(coro, on_discard)
-        return Call(self._runner, loop, coro, ctx, done, finished=finished, on_discard=on_discard)
-
-    def _usable_loop(self, where: str) -> asyncio.AbstractEventLoop:
-        if self._runner.in_loop_thread():
-            raise ReentrancyError(
-                f"bridge.{where}() was called from inside the bridge's own event loop, where "
-                "blocking would deadlock it; in a coroutine, `await` the awaitable directly"
-            )
-        if self._runner.closing:
-            raise BridgeClosedError(
-                "this bridge is closed; create a new bridge.Bridge() "
-                "(or bridge.set_default(bridge.Bridge()) for the process default)"
-            )
-        return self._runner.loop()
-
-    def _usable_pool(self) -> ThreadPool:
-        if self._runner.closing:
-            # The pool's threads were told to end; a job queued now would start one that
-            # never does, and run fn after close() returned.
-            raise BridgeClosedError(
-                "this bridge is closed, so to_thread() cannot run anything; create a new "
-                "bridge.Bridge() (or bridge.set_default(bridge.Bridge()) for the default)"
-            )
-        return self._runner.pool()
-
-    def _wait(self, call: Call[T], timeout: float | None, *, where: str) -> T:
-        """Submit ``call`` and block until it finishes.
-
-        On timeout or interrupt (Ctrl-C) the call is cancelled and given ``cancel_timeout``
-        seconds to clean up before the error reaches the caller. Submitting inside the
-        ``try`` means a Ctrl-C that lands just after the task started still cancels it.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            if not self._run_until(call, deadline):
-                raise TimeoutError(
-                    f"bridge.{where}() did not finish within {timeout} s; its tasks were "
-                    "cancelled (raise the timeout, or lower the work per call)"
-                )
-            return call.outcome(closing=self._runner.closing)
-        finally:
-            call.release()
-
-    def _run_until(self, call: Call[Any], deadline: float | None) -> bool:
-        """Submit and wait; False (after cancelling and settling) if the deadline passed."""
-        try:
-            call.submit()
-            finished = wait_until(call.wait, deadline, self._runner.loop_alive)
-        except BaseException:
-            self._settle(call)
-            raise
-        if not finished:
-            self._settle(call)
-        return finished
-
-    def _settle(self, call: Call[Any]) -> None:
-        if not call.submitted or not self._runner.loop_alive():
-            return
-        call.cancel()
-        if not call.wait(self._cancel_timeout):
-            logger.warning(
-                "a cancelled call did not finish its clean-up within %s s", self._cancel_timeout
-            )
-
-    def _call(
-        self,
-        coro: Coroutine[Any, Any, T],
-        timeout: float | None,
-        *,
-        where: str,
-        on_discard: Callable[[], None] | None = None,
-    ) -> T:
-        ctx = contextvars.copy_context()
-        call = self._prepare(coro, ctx, new_one_shot(), where=where, on_discard=on_discard)
-        return self._wait(call, timeout, where=where)
 
     # -- the blocking API -----------------------------------------------------------
 
     def run(self, awaitable: Awaitable[T], *, timeout: float | None = None) -> T:
         """Run one awaitable on the bridge's loop and return its result.
 
+        The caller's contextvars are copied into the task. Ctrl-C cancels it, and its
+        clean-up gets ``cancel_timeout`` seconds before the interrupt reaches you.
+
+        Args:
+            awaitable: a coroutine (``fetch(url)``, not ``fetch``), task or future.
+            timeout: seconds to wait; the awaitable is cancelled after them. ``None``
+                (default) or ``math.inf`` waits for ever.
+
         Raises:
             TypeError: ``awaitable`` is not awaitable (say, an ``async def`` function
                 passed without calling it).
+            ValueError: ``timeout`` is NaN, zero or negative.
             TimeoutError: it did not finish within ``timeout`` seconds; it was cancelled.
             ReentrancyError: called from inside the bridge's own loop.
+            BridgeClosedError: the bridge is closed.
         """
         coro: Coroutine[Any, Any, T] = as_coroutine(check_awaitable(awaitable, "run"))
         try:
@@ -247,7 +139,7 @@ class Bridge:
         except BaseException:
             coro.close()
             raise
-        return self._call(coro, seconds, where="run")
+        return self._submit.call(coro, seconds, where="run")
 
     @overload
     def gather(
@@ -274,7 +166,20 @@ class Bridge:
         timeout: float | None = None,
         return_exceptions: bool = False,
     ) -> list[T] | list[T | BaseException]:
-        """Await many awaitables, at most ``concurrency`` at once; results in input order."""
+        """Await many awaitables, at most ``concurrency`` at once; results in input order.
+
+        Args:
+            *awaitables: coroutines, tasks or futures.
+            concurrency: how many run at once (default: the bridge's ``concurrency``, 16).
+            timeout: seconds for the whole call; everything still running is cancelled.
+            return_exceptions: put each failure in its place in the results instead of
+                raising the first one (which cancels the rest).
+
+        Raises:
+            TypeError: an argument is not awaitable.
+            ValueError: a bad ``concurrency`` or ``timeout``.
+            TimeoutError: the call did not finish within ``timeout``.
+        """
         try:
             aws = [check_awaitable(aw, "gather") for aw in awaitables]
             limit = check_concurrency(concurrency, self._concurrency)
@@ -291,7 +196,7 @@ class Bridge:
             return_exceptions=return_exceptions,
             unstarted=lambda index: _cancel_unstarted(aws[index]),
         )
-        return self._call(work, seconds, where="gather", on_discard=lambda: _discard(aws))
+        return self._submit.call(work, seconds, where="gather", on_discard=lambda: _discard(aws))
 
     @overload
     def map(
@@ -353,25 +258,42 @@ class Bridge:
     ) -> list[Any]:
         """Call ``fn`` on every item, at most ``concurrency`` at once; results in input order.
 
-        An ``async def`` fn runs on the loop; a plain fn runs in the bridge's thread pool.
-        With ``journal=`` (a SQLite path) each outcome is recorded as it completes and a
-        rerun skips recorded items; ``timeout`` then bounds the wait for each result.
-        ``progress=True`` draws a bar on a terminal (``"force"``: always); results then come
-        through ``imap``, so ``timeout`` bounds the wait for each result.
+        Args:
+            fn: an ``async def`` function (it runs on the loop) or a plain one (it runs in
+                the bridge's thread pool); a plain function that returns an awaitable, such
+                as a lambda around a client call, has it awaited on the loop.
+            iterable: the items; read whole before the first call.
+            concurrency: calls at once (default: the bridge's ``concurrency``, 16).
+            timeout: seconds for the whole call, with or without ``journal`` and
+                ``progress``; what is still running is then cancelled.
+            journal: a path (SQLite) or a ``postgresql://`` URL. Each outcome is recorded
+                as it completes; a rerun returns the recorded ones and runs the rest, and
+                failures a new attempt may cure (429, 5xx, timeouts) run again.
+            key: ``key(item) -> str`` names an item in the journal (default: a hash of
+                the item, refused for items that would not name themselves stably).
+            retry_failed: also run again the items whose recorded failure was final.
+            progress: ``True`` draws a bar on a terminal's stderr, ``"force"`` always.
+            return_exceptions: put each failure in its place in the results instead of
+                raising the first one (which cancels the rest).
+
+        Raises:
+            TypeError: ``fn`` is not callable, or a result cannot be journaled.
+            ValueError: a bad ``concurrency`` or ``timeout``.
+            TimeoutError: the call did not finish within ``timeout``.
+            JournalLockedError: another process is writing the journal.
+            JournalMismatchError: the journal holds another function's outcomes.
+            ReentrancyError: called from the bridge's loop, or with a plain ``fn`` from
+                one of its pool threads.
         """
-        if journal is not None:  # the resumable path; the plain one below is untouched
-            return list(
-                self._journaled(
-                    fn, iterable, "map", journal, key=key, retry_failed=retry_failed,
-                    return_exceptions=return_exceptions, concurrency=concurrency,
-                    timeout=timeout, progress=progress,
-                )
-            )  # fmt: skip
-        if wanted(progress):  # a bar needs each result in this thread, as imap gives them
-            items = list(iterable)
-            call = _capture(fn) if return_exceptions else fn
-            results = self.imap(call, items, concurrency=concurrency, timeout=timeout)
-            return list(with_progress(results, total=len(items), label="bridge.map"))
+        if journal is not None or wanted(progress):
+            # Each result must come back to this thread (to be recorded, or counted), as
+            # imap hands them over; timeout still bounds the whole call.
+            seconds = check_timeout(timeout)
+            deadline = None if seconds is None else time.monotonic() + seconds
+            options = _Options(
+                concurrency, True, None, deadline, journal, key, retry_failed, return_exceptions
+            )
+            return list(self._results(fn, list(iterable), "map", options, progress))
         invoke = self._invoker(fn, "map")
         limit = check_concurrency(concurrency, self._concurrency)
         seconds = check_timeout(timeout)
@@ -384,7 +306,7 @@ class Bridge:
             limit=limit,
             return_exceptions=return_exceptions,
         )
-        return self._call(work, seconds, where="map")
+        return self._submit.call(work, seconds, where="map")
 
     @overload
     def imap(
@@ -432,30 +354,26 @@ class Bridge:
         """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily.
 
         At most ``concurrency`` calls run at once, and at most as many finished results wait
-        for their turn, so an endless generator runs in bounded memory. ``timeout`` bounds
-        the wait for each next result. ``close()`` (or dropping the iterator) cancels the
-        calls in flight. The first failure cancels the rest and is raised. With
-        ``journal=``, outcomes are recorded and a rerun skips recorded items (see ``map``).
+        for their turn (never more than 10,000 read ahead in all), so an endless generator
+        runs in bounded memory, with or without a journal. ``close()`` (or dropping the
+        iterator) cancels the calls in flight. The first failure cancels the rest and is
+        raised.
+
+        Args:
+            fn: as for :meth:`map`.
+            iterable: the items, pulled lazily on the caller's thread.
+            concurrency: calls at once (default: the bridge's ``concurrency``, 16).
+            ordered: yield in input order (default), or as results finish.
+            timeout: seconds to wait for each next result.
+            journal, key, retry_failed, progress: as for :meth:`map`.
+
+        Raises:
+            TimeoutError: a result took longer than ``timeout``; the rest were cancelled.
+            The errors of :meth:`map`.
         """
-        if journal is not None:  # the resumable path; the plain one below is untouched
-            return self._journaled(
-                fn, iterable, "imap", journal, key=key, retry_failed=retry_failed,
-                return_exceptions=False, concurrency=concurrency, ordered=ordered,
-                timeout=timeout, progress=progress,
-            )  # fmt: skip
-        invoke = self._invoker(fn, "imap")
-        results = IMapIterator(
-            self,
-            invoke,
-            iter(iterable),
-            limit=check_concurrency(concurrency, self._concurrency),
-            ordered=ordered,
-            timeout=check_timeout(timeout),
-        )
-        if not wanted(progress):
-            return results
-        total = len(iterable) if isinstance(iterable, Sized) else None
-        return with_progress(results, total=total, label="bridge.imap")  # type: ignore[return-value]
+        seconds = check_timeout(timeout)
+        options = _Options(concurrency, ordered, seconds, None, journal, key, retry_failed, False)
+        return self._results(fn, iterable, "imap", options, progress)
 
     def iterate(
         self, async_iterable: AsyncIterable[T], *, timeout: float | None = None
@@ -463,16 +381,31 @@ class Bridge:
         """A plain iterator over an async iterable, each item fetched on the bridge's loop.
 
         Leaving early (``break``, an exception, ``close()``, garbage collection) runs the
-        async generator's ``aclose()`` on the loop. ``timeout`` bounds the wait for each item.
+        async generator's ``aclose()`` on the loop.
+
+        Args:
+            async_iterable: an async generator or stream (``gen()``, not ``gen``).
+            timeout: seconds to wait for each item.
+
+        Raises:
+            TypeError: ``async_iterable`` is not async-iterable (the message says why).
         """
         if not hasattr(async_iterable, "__aiter__"):
             raise TypeError(_not_async_iterable(async_iterable))
-        return AsyncIteratorBridge(self, async_iterable.__aiter__(), check_timeout(timeout))
+        return AsyncIteratorBridge(self._submit, async_iterable.__aiter__(), check_timeout(timeout))
 
     def syncify(
         self, fn: Callable[P, Awaitable[T]], *, timeout: float | None = None
     ) -> Callable[P, T]:
-        """Return a blocking function with ``fn``'s signature that runs it on this bridge."""
+        """Return a blocking function with ``fn``'s signature that runs it on this bridge.
+
+        Args:
+            fn: an ``async def`` function.
+            timeout: seconds each call may take (as for :meth:`run`).
+
+        Raises:
+            TypeError: ``fn`` is not an ``async def`` function.
+        """
         return make_sync(fn, lambda: self, timeout)
 
     async def to_thread(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -480,13 +413,17 @@ class Bridge:
 
         The pool's size bounds how many run at once, and the caller's contextvars are copied.
 
+        Args:
+            fn: a plain (blocking) function.
+            *args, **kwargs: its arguments.
+
         Raises:
             BridgeClosedError: the bridge is closed (``fn`` is not called).
         """
-        pool = self._usable_pool()
+        pool = self._submit.usable_pool()
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, fn, *args, **kwargs)
-        return await call_in_pool(pool, call, self._cancel_timeout)
+        return await call_in_pool(pool, call, self._submit.cancel_timeout)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -500,7 +437,7 @@ class Bridge:
             ValueError: ``timeout`` is not a finite number of seconds above 0.
         """
         grace = check_grace(timeout, "close(timeout=)")
-        self._runner.close(self._cancel_timeout if grace is None else grace)
+        self._runner.close(self._submit.cancel_timeout if grace is None else grace)
 
     def __enter__(self) -> Bridge:
         return self
@@ -515,25 +452,45 @@ class Bridge:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _journaled(
+    def _results(
         self,
         fn: Callable[[A], Any],
         iterable: Iterable[A],
         where: str,
-        journal: str | os.PathLike[str],
-        *,
-        key: Callable[[A], str] | None,
-        retry_failed: bool,
-        **options: Any,
+        options: _Options,
+        progress: Progress,
     ) -> CloseableIterator[Any]:
-        from ._journal import open_journal  # noqa: PLC0415 - sqlite3 only when journaling
+        """``imap``'s iterator, wrapped in a journal and a progress bar when asked for.
 
-        progress = options.pop("progress", False)
+        Each option is one wrapper around what ``imap`` returns, so an option is added in
+        one place, and ``timeout``, order and memory mean the same with or without them.
+        """
+        invoke = self._invoker(fn, where)
+        limit = check_concurrency(options.concurrency, self._concurrency)
         total = len(iterable) if isinstance(iterable, Sized) else None
-        results = open_journal(
-            self, fn, iterable, where=where, journal=journal, key=key,
-            retry_failed=retry_failed, **options,
-        )  # fmt: skip
+
+        def start(run: Callable[[Any], Awaitable[Any]], items: Iterable[Any]) -> Any:
+            return IMapIterator(
+                self._submit,
+                run,
+                iter(items),
+                limit=limit,
+                ordered=options.ordered,
+                timeout=options.timeout,
+                deadline=options.deadline,
+            )
+
+        results: CloseableIterator[Any]
+        if options.journal is not None:
+            from ._journal import open_journal, qualified_name  # noqa: PLC0415 - sqlite3
+
+            results = open_journal(
+                start, invoke, iterable, journal=options.journal, function=qualified_name(fn),
+                key=options.key, retry_failed=options.retry_failed,
+                return_exceptions=options.return_exceptions,
+            )  # fmt: skip
+        else:
+            results = start(_captured(invoke) if options.return_exceptions else invoke, iterable)
         if not wanted(progress):
             return results
         return with_progress(results, total=total, label=f"bridge.{where}")  # type: ignore[return-value]
@@ -555,33 +512,45 @@ class Bridge:
                 "of the bridge's own pool threads, which could starve the pool; make fn "
                 "`async def`, or call it directly in a loop"
             )
-        grace = self._cancel_timeout
+        grace = self._submit.cancel_timeout
         return lambda item: run_sync(pool, fn, item, grace)
 
 
-def _capture(fn: Callable[[A], Any]) -> Callable[[A], Any]:
-    """``fn`` with its failure returned, not raised: ``return_exceptions`` through ``imap``.
+def _attach_for(thread_sensitive: bool) -> Attach | None:
+    """Thread-sensitive calls (see _sensitive.py); asgiref is imported only when asked for."""
+    if not thread_sensitive:
+        return None
+    require("Bridge(thread_sensitive=True)", None, "asgiref")  # Django installs it
+    from . import _sensitive  # noqa: PLC0415 - imports asgiref, an optional dependency
 
-    An ``async def`` fn stays async (it runs on the loop); a plain one stays plain (it
-    still runs in the pool, never on the loop).
-    """
-    if is_async_callable(fn):
+    _sensitive.check_supported()
+    return _sensitive.attach
 
-        async def captured(item: A) -> Any:
-            try:
-                return await fn(item)
-            except Exception as exc:  # noqa: BLE001 - kept in its place, as asked
-                return exc
 
-        return captured
+@dataclass(frozen=True)
+class _Options:
+    """How ``map``/``imap`` run, once checked: what their wrappers around imap need."""
 
-    def captured_sync(item: A) -> Any:
+    concurrency: int | None
+    ordered: bool
+    timeout: float | None  # per result (imap)
+    deadline: float | None  # for the whole call (map)
+    journal: str | os.PathLike[str] | None
+    key: Callable[[Any], str] | None
+    retry_failed: bool
+    return_exceptions: bool
+
+
+def _captured(invoke: Callable[[A], Awaitable[Any]]) -> Callable[[A], Awaitable[Any]]:
+    """``invoke`` with its failure returned, not raised: ``return_exceptions`` through imap."""
+
+    async def captured(item: A) -> Any:
         try:
-            return fn(item)
+            return await invoke(item)
         except Exception as exc:  # noqa: BLE001 - kept in its place, as asked
             return exc
 
-    return captured_sync
+    return captured
 
 
 def _discard(awaitables: Iterable[object]) -> None:

@@ -14,13 +14,14 @@ sent anywhere, and no event loop or thread is started.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["SDKS", "preload", "sdks_from_setting"]
+__all__ = ["SDKS", "preload", "ready_for_first_request", "sdks_from_setting"]
 
 logger = logging.getLogger("bridge")
 
@@ -72,18 +73,33 @@ def _preload_one(name: str) -> bool:
     return _done[name]
 
 
+def ready_for_first_request(sdk: str) -> None:
+    """Do what a client's first request would do, where the client is made.
+
+    On the caller's thread: import the SDKs' lazily loaded HTTP core and aiohttp, load the
+    TLS certificates, and warm ``sdk`` up (its resource modules and reply models; once per
+    process, offline). Otherwise the first request pays for it (aiohttp alone takes a
+    tenth of a second to import; building the SDK's reply models as much again), and
+    under gevent the import fails on the bridge's loop thread: httpcore2 imports trio when
+    it is installed, trio runs ``ldconfig``, and gevent's patched ``subprocess`` works only
+    on the main thread's hub ("child watchers are only available on the default loop").
+    """
+    _import_stack()
+    preload((sdk,))
+
+
 def _import_stack() -> None:
     """Import what ``bridge.openai()``/``anthropic()`` and their first request import."""
     try:
-        from ._clients import _import_http_stack  # noqa: PLC0415 - imports httpx2
-        from ._transport import (  # noqa: PLC0415 - imports tenacity
+        from ._transport import (  # noqa: PLC0415 - imports httpx2 and tenacity
             _aiohttp_transport_class,
             ssl_context,
         )
     except ImportError as exc:  # an SDK without the llm extra: bridge.openai() will say so
         logger.debug("preload: not importing the bridge's HTTP stack: %s", exc)
         return
-    _import_http_stack()
+    with contextlib.suppress(ImportError):
+        import httpcore2  # noqa: F401, PLC0415
     _aiohttp_transport_class()  # the SDK's aiohttp adapter, and aiohttp, when installed
     ssl_context()  # CA certificates, loaded once for every pool and every forked worker
 

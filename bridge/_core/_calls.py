@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
+from .._errors import BridgeClosedError
 from ._compat import create_task
-from ._errors import BridgeClosedError
 from ._waiters import Notifier
 
 __all__ = ["Call", "Owner", "cancel_all", "wait_until"]

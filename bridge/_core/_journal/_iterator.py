@@ -1,30 +1,34 @@
 """``imap`` with a journal: each outcome recorded as it completes, replayed on a rerun.
 
-The journal is only ever touched from the caller's thread: the work runs through an
-unordered ``imap`` whose results come back to that thread, which records each one and puts
-them back in input order. Items are looked up as ``imap`` pulls them, on that thread too.
+A wrapper around what ``imap`` returns: the work runs through an ``imap`` (ordered or not,
+as the caller asked) whose results come back to the caller's thread, which records each one
+as it is handed over. So the journal is only ever touched from that thread, items are
+looked up as ``imap`` pulls them (on that thread too), and the journal keeps ``imap``'s
+promises: bounded memory in order, ``timeout`` as ``imap`` means it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .._errors import RecordedError
+from ..._errors import RecordedError
 from ._codec import dumps, loads
 from ._keys import DEFAULT_KEY_SCHEME, default_key
+from ._open import store_for
 from ._outcomes import Status, status_of_exception
-from ._store import Entry, JournalStore, store_for
+from ._store import Entry, JournalStore
 
-if TYPE_CHECKING:
-    from .._bridge import Bridge
-
-__all__ = ["JournalIterator", "RunCounts", "open_journal", "open_store"]
+__all__ = ["JournalIterator", "RunCounts", "Start", "open_journal", "open_store"]
 
 #: An outcome: ``(True, value)`` when fn returned, ``(False, exception)`` when it raised.
 Outcome = tuple[bool, Any]
+#: Starts the work: ``start(run, entries)`` runs the async ``run`` over ``entries`` as
+#: ``imap`` does (``functools.partial(bridge.imap, concurrency=8)`` will do) and returns
+#: its iterator, closeable.
+Start = Callable[[Callable[[Any], Awaitable[Any]], Iterator[Any]], Iterator[Any]]
 
 
 @dataclass
@@ -57,21 +61,20 @@ class JournalIterator(Iterator[Any]):
     Failures raise (closing the iteration) unless ``return_exceptions``, then they are
     yielded. ``judge`` gives a returned value's status (default: always ``ok``), for
     callers whose results can themselves be failures, such as an HTTP response line.
-    Finished results that wait for a slower earlier item are held in memory.
+    Outcomes are recorded in the order ``start``'s iterator hands them over.
     """
 
     def __init__(
         self,
-        bridge: Bridge,
+        start: Start,
         invoke: Callable[[Any], Awaitable[Any]],
-        items: Iterator[Any],
+        items: Iterable[Any],
         *,
         store: JournalStore,
         key: Callable[[Any], str],
         retry_failed: bool,
         return_exceptions: bool,
         judge: Callable[[Any], Status] = _always_ok,
-        **imap_options: Any,
     ) -> None:
         self._store = store
         self._key = key
@@ -79,21 +82,18 @@ class JournalIterator(Iterator[Any]):
         self._retry_failed = retry_failed
         self._return_exceptions = return_exceptions
         self._judge = judge
-        self._ordered = imap_options.pop("ordered", True)
-        self._inner = bridge.imap(self._run, self._entries(items), ordered=False, **imap_options)
-        self._waiting: dict[int, Outcome] = {}
-        self._next_index = 0
         self._closed = False
         self.counts = RunCounts()
+        self._inner = start(self._run, self._entries(iter(items)))
 
-    def _entries(self, items: Iterator[Any]) -> Iterator[tuple[int, str, Any]]:
+    def _entries(self, items: Iterator[Any]) -> Iterator[tuple[str, Any]]:
         # Runs on the caller's thread (imap pulls input there), so lookups may use the store.
-        for index, item in enumerate(items):
+        for item in items:
             key = self._key(item)
             if not isinstance(key, str):
                 raise TypeError(f"key= must return a str, got {type(key).__name__} for {item!r}")
             outcome = self._replay(self._store.lookup(key))
-            yield index, key, item if outcome is None else _Skip(outcome)
+            yield key, item if outcome is None else _Skip(outcome)
 
     def _replay(self, entry: Entry | None) -> Outcome | None:
         """The recorded outcome to hand back, or None to run the item (again)."""
@@ -109,15 +109,15 @@ class JournalIterator(Iterator[Any]):
             return True, loads(entry.value)
         return False, RecordedError(entry.error_type or "?", entry.error_message or "")
 
-    async def _run(self, entry: tuple[int, str, Any]) -> tuple[int, str, Outcome, bool]:
-        index, key, item = entry
+    async def _run(self, entry: tuple[str, Any]) -> tuple[str, Outcome, bool]:
+        key, item = entry
         if isinstance(item, _Skip):
-            return index, "", item.outcome, False
+            return "", item.outcome, False
         try:
             value = await self._invoke(item)
         except Exception as exc:  # noqa: BLE001 - recorded, then raised or returned by the caller
-            return index, key, (False, exc), True
-        return index, key, (True, value), True
+            return key, (False, exc), True
+        return key, (True, value), True
 
     def __iter__(self) -> JournalIterator:
         return self
@@ -136,16 +136,10 @@ class JournalIterator(Iterator[Any]):
         raise value
 
     def _next_outcome(self) -> Outcome:
-        while not (self._ordered and self._next_index in self._waiting):
-            index, key, outcome, fresh = next(self._inner)
-            if fresh:
-                self._store.record(key, self._entry(outcome))
-            if not self._ordered:
-                return outcome  # type: ignore[no-any-return]
-            self._waiting[index] = outcome
-        outcome = self._waiting.pop(self._next_index)
-        self._next_index += 1
-        return outcome
+        key, outcome, fresh = next(self._inner)
+        if fresh:
+            self._store.record(key, self._entry(outcome))
+        return outcome  # type: ignore[no-any-return]
 
     def _entry(self, outcome: Outcome) -> Entry:
         ok, value = outcome
@@ -163,7 +157,9 @@ class JournalIterator(Iterator[Any]):
             return
         self._closed = True
         try:
-            self._inner.close()
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
         finally:
             self._store.close()
 
@@ -179,38 +175,36 @@ def open_store(store: JournalStore, config: Mapping[str, str], *, fresh: bool = 
 
 
 def open_journal(
-    bridge: Bridge,
-    fn: Callable[[Any], Any],
-    iterable: Any,
+    start: Start,
+    invoke: Callable[[Any], Awaitable[Any]],
+    items: Iterable[Any],
     *,
-    where: str,
     journal: str | os.PathLike[str],
+    function: str,
     key: Callable[[Any], str] | None,
     retry_failed: bool,
     return_exceptions: bool,
-    **imap_options: Any,
 ) -> JournalIterator:
     """Build the journaled iterator behind ``map``/``imap`` with ``journal=``.
+
+    ``function`` names the function whose outcomes the journal holds.
 
     Raises:
         JournalLockedError: another process is writing this journal.
         JournalMismatchError: the journal was written for another function or key scheme.
     """
     scheme = DEFAULT_KEY_SCHEME if key is None else f"key:{qualified_name(key)}"
-    invoke = bridge._invoker(fn, where)
-    items = iter(iterable)
     store = store_for(journal)
-    open_store(store, {"function": qualified_name(fn), "key_scheme": scheme})
+    open_store(store, {"function": function, "key_scheme": scheme})
     try:
         return JournalIterator(
-            bridge,
+            start,
             invoke,
             items,
             store=store,
             key=key or default_key,
             retry_failed=retry_failed,
             return_exceptions=return_exceptions,
-            **imap_options,
         )
     except BaseException:
         store.close()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
-from ._extras import require
+from .._extras import require
 from ._tokens import TOKEN_ACCOUNTINGS, TokenAccounting
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Plain iterators fed by the bridge's loop: ``imap`` and ``iterate``."""
 
-# These iterators are the Bridge's own machinery, split out to keep _bridge.py short.
+# Both submit through the bridge's Submitter, the one narrow way work reaches its loop.
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_check
 
 from ._calls import Call, cancel_all, wait_until
 from ._tasks import as_coroutine
-from ._waiters import NULL_NOTIFIER, new_notifier, new_one_shot
+from ._waiters import new_notifier, new_one_shot
 
 if TYPE_CHECKING:
-    from ._bridge import Bridge
+    from ._submit import Submitter
 
 __all__ = ["MAX_READ_AHEAD", "AsyncIteratorBridge", "CloseableIterator", "IMapIterator"]
 
@@ -57,21 +57,23 @@ class IMapIterator(Iterator[T], Generic[A, T]):
 
     def __init__(
         self,
-        bridge: Bridge,
+        submitter: Submitter,
         invoke: Callable[[A], Awaitable[T]],
         items: Iterator[A],
         *,
         limit: int,
         ordered: bool,
         timeout: float | None,
+        deadline: float | None = None,
     ) -> None:
-        self._bridge = bridge
+        self._submitter = submitter
         self._invoke = invoke
         self._items = enumerate(items)
         self._limit = limit
         self._read_ahead = min(2 * limit, MAX_READ_AHEAD)
         self._ordered = ordered
         self._timeout = timeout
+        self._deadline = deadline  # for the whole iteration: map(timeout=) through here
         self._ctx = contextvars.copy_context()
         self._notifier = new_notifier()
         self._owner_thread = threading.get_ident()
@@ -97,13 +99,15 @@ class IMapIterator(Iterator[T], Generic[A, T]):
     def _next_result(self) -> T:
         # One deadline per result: wake-ups for results that are not next must not extend it.
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        if self._deadline is not None:
+            deadline = self._deadline if deadline is None else min(deadline, self._deadline)
         while True:
             self._collect()
             call = self._take_ready()
             # Refill first, so the freed slot works while the consumer handles this result.
             self._fill()
             if call is not None:
-                return call.outcome(closing=self._bridge.closed)
+                return call.outcome(closing=self._submitter.closed)
             if not self._running and not self._finished:
                 raise StopIteration
             self._wait_any(deadline)
@@ -133,7 +137,7 @@ class IMapIterator(Iterator[T], Generic[A, T]):
                 self._exhausted = True
                 return
             coro = as_coroutine(self._invoke(item))
-            call = self._bridge._prepare(
+            call = self._submitter.prepare(
                 coro, self._ctx.copy(), self._notifier, self._finished, where="imap"
             )
             self._running[call] = index  # before submit(), so close() always finds it
@@ -149,7 +153,12 @@ class IMapIterator(Iterator[T], Generic[A, T]):
         # Checked after clear(): a result that lands in between still sets the notifier.
         if self._finished:
             return
-        if not wait_until(self._notifier.wait, deadline, self._bridge._runner.loop_alive):
+        if not wait_until(self._notifier.wait, deadline, self._submitter.loop_alive):
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                raise TimeoutError(
+                    "bridge.map() did not finish within its timeout; the calls in flight "
+                    "were cancelled (raise the timeout, or lower the work per call)"
+                )
             raise TimeoutError(
                 f"bridge.imap() waited more than {self._timeout} s for the next result; "
                 "the calls in flight were cancelled"
@@ -163,7 +172,7 @@ class IMapIterator(Iterator[T], Generic[A, T]):
         running = list(self._running)
         if running:
             cancel_all(running[0].loop, running)
-            deadline = time.monotonic() + self._bridge._cancel_timeout
+            deadline = time.monotonic() + self._submitter.cancel_timeout
             while self._running and wait_until(self._notifier.wait, deadline, _always):
                 self._notifier.clear()
                 self._collect()
@@ -183,8 +192,10 @@ class IMapIterator(Iterator[T], Generic[A, T]):
 class AsyncIteratorBridge(Iterator[T]):
     """A plain iterator whose every step is one ``__anext__`` awaited on the bridge's loop."""
 
-    def __init__(self, bridge: Bridge, iterator: AsyncIterator[T], timeout: float | None) -> None:
-        self._bridge = bridge
+    def __init__(
+        self, submitter: Submitter, iterator: AsyncIterator[T], timeout: float | None
+    ) -> None:
+        self._submitter = submitter
         self._iterator = iterator
         self._timeout = timeout
         # One context for every step, so the generator sees the same contextvars each time.
@@ -198,8 +209,8 @@ class AsyncIteratorBridge(Iterator[T]):
         if self._done:
             raise StopIteration
         try:
-            call = self._bridge._prepare(self._step(), self._ctx, new_one_shot(), where="iterate")
-            item = self._bridge._wait(call, self._timeout, where="iterate")
+            call = self._submitter.prepare(self._step(), self._ctx, new_one_shot(), where="iterate")
+            item = self._submitter.wait(call, self._timeout, where="iterate")
         except BaseException:
             self.close()
             raise
@@ -220,21 +231,20 @@ class AsyncIteratorBridge(Iterator[T]):
             return
         self._done = True
         aclose = getattr(self._iterator, "aclose", None)
-        if aclose is None or self._bridge.closed:
+        if aclose is None or self._submitter.closed:
             return
-        call = self._bridge._prepare(aclose(), self._ctx, new_one_shot(), where="iterate")
-        self._bridge._wait(call, self._bridge._cancel_timeout, where="iterate")
+        call = self._submitter.prepare(aclose(), self._ctx, new_one_shot(), where="iterate")
+        self._submitter.wait(call, self._submitter.cancel_timeout, where="iterate")
 
     def __del__(self) -> None:
         if getattr(self, "_done", True):
             return
         self._done = True
         aclose = getattr(self._iterator, "aclose", None)
-        runner = self._bridge._runner
-        if aclose is not None and runner.started and not runner.closing:
+        if aclose is not None:
             # Never block in a finaliser: schedule aclose() on the loop and move on.
             with contextlib.suppress(Exception):
-                Call(runner, runner.loop(), aclose(), self._ctx, NULL_NOTIFIER).submit()
+                self._submitter.fire(aclose(), self._ctx)
 
 
 def _always() -> bool:

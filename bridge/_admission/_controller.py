@@ -34,7 +34,6 @@ import asyncio
 import hashlib
 import logging
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlsplit
 
+from .. import _process
 from ._discovery import RateFinder
 from ._headers import KINDS, Reading, read_limits, retry_after
 from ._limits import LEARN, Limits
@@ -50,7 +50,7 @@ from ._stats import EndpointStats, Recorder
 from ._tokens import Accounting, Estimate
 
 if TYPE_CHECKING:
-    from .stores import RedisStore
+    from ._redis import RedisStore
 
 __all__ = [
     "OPENING_WINDOW",
@@ -313,6 +313,7 @@ class Controller:
         self._token_scale = 1.0  # see _scale_tokens
         self._scaled_at = -math.inf
         self._store = store
+        self._store_key = f"{endpoint.base}|{endpoint.key_hash}"
 
     def __repr__(self) -> str:
         return f"<Controller {self.endpoint.label} {self.limits!r}>"
@@ -370,7 +371,10 @@ class Controller:
             step = self._step(charges, epoch)
             wait = step.wait
             if step.reserved and self._store is not None:
-                wait = max(wait, await self._store.reserve_async(self, charges["tokens"]))
+                wait = max(
+                    wait,
+                    await self._store.reserve_async(self._store_key, self.rates, charges["tokens"]),
+                )
             if wait <= 0:
                 return
             epoch = step.epoch
@@ -382,7 +386,9 @@ class Controller:
             step = self._step(charges, epoch)
             wait = step.wait
             if step.reserved and self._store is not None:
-                wait = max(wait, self._store.reserve_sync(self, charges["tokens"]))
+                wait = max(
+                    wait, self._store.reserve_sync(self._store_key, self.rates, charges["tokens"])
+                )
             if wait <= 0:
                 return
             epoch = step.epoch
@@ -687,9 +693,9 @@ def _warn_conflict(controller: Controller, limits: Limits) -> None:
 def _store_for(limits: Limits) -> RedisStore | None:
     if limits.store is None:
         return None
-    from .stores import RedisStore  # noqa: PLC0415 - redis is an optional dependency
+    from ._redis import RedisStore  # noqa: PLC0415 - redis is an optional dependency
 
-    return RedisStore(limits.store, on_error=limits.on_store_error)
+    return RedisStore(limits.store, on_error=limits.on_store_error, bucket_seconds=BUCKET_SECONDS)
 
 
 def all_stats() -> dict[str, EndpointStats]:
@@ -706,5 +712,5 @@ def _after_fork_in_child() -> None:
     _registry.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_process.on_fork("controllers", _after_fork_in_child)
+_process.set_stats_source(all_stats)

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from ._outcomes import Status
 
-__all__ = ["Entry", "Holder", "JournalStore", "store_for"]
+__all__ = ["Entry", "Holder", "JournalStore"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,10 +103,3 @@ class Holder:
     def __str__(self) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.started))
         return f"pid {self.pid} on host {self.host}, started {since}"
-
-
-def store_for(journal: str | os.PathLike[str]) -> JournalStore:
-    """The store for a ``journal=`` argument: a path names a SQLite file."""
-    from ._sqlite import SQLiteStore  # noqa: PLC0415 - sqlite3 only when journaling
-
-    return SQLiteStore(journal)

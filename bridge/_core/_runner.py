@@ -8,19 +8,18 @@ parent) and starts fresh ones on first use.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import os
 import threading
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable
 
+from .. import _process
+from .._errors import BridgeClosedError, BridgeWarning, ReentrancyError
 from ._compat import start_os_thread
-from ._errors import BridgeClosedError, BridgeWarning, ReentrancyError
 from ._threads import ThreadPool, new_loop
 
-__all__ = ["LoopRunner", "add_close_hook", "is_bridge_loop"]
+__all__ = ["LoopRunner", "is_bridge_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +28,6 @@ _live_runners: weakref.WeakSet[LoopRunner] = weakref.WeakSet()
 # the parent's file descriptors, and letting them be garbage-collected makes asyncio warn
 # about an unclosed loop, so the child keeps them, untouched, until it exits.
 _abandoned: list[object] = []
-# Run on a bridge's loop as it closes, after its tasks are cancelled: the layers above close
-# the HTTP and Redis clients they made for that loop, so nothing is left unclosed.
-_close_hooks: list[Callable[[asyncio.AbstractEventLoop], Awaitable[None]]] = []
-
-
-def add_close_hook(hook: Callable[[asyncio.AbstractEventLoop], Awaitable[None]]) -> None:
-    """Have ``await hook(loop)`` run on every bridge loop just before it stops."""
-    _close_hooks.append(hook)
 
 
 def is_bridge_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -206,16 +197,11 @@ async def _drain(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         if pending:
             logger.warning("%d task(s) ignored cancellation at bridge shutdown", len(pending))
             break
-    for hook in _close_hooks:
-        try:
-            await asyncio.wait_for(hook(loop), timeout)
-        except Exception:
-            logger.exception("closing clients at bridge shutdown failed")
+    await _process.close_loop(loop, timeout)  # the clients made for this loop
     await loop.shutdown_asyncgens()
     loop.stop()
 
 
-@atexit.register
 def _close_all() -> None:
     """At exit, close every bridge still open: the default and any the user made."""
     for runner in list(_live_runners):
@@ -227,5 +213,5 @@ def _after_fork_in_child() -> None:
         runner._forget()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_process.at_exit("bridges", _close_all)
+_process.on_fork("loops", _after_fork_in_child)

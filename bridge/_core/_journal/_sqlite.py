@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from typing import Final
 
-from .._errors import JournalLockedError, JournalMismatchError
+from ..._errors import JournalLockedError, JournalMismatchError
 from ._store import Entry, Holder
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]

@@ -16,11 +16,9 @@ bridge closes them as its loop closes.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import functools
 import logging
-import os
 import re
 import ssl
 import threading
@@ -31,11 +29,12 @@ from typing import Any, Literal, NoReturn
 import httpx2
 import tenacity
 
-from ._admission import Controller, Ticket, controller_for, endpoint_of
-from ._errors import ForeignLoopError
+from .. import _process
+from .._core._runner import is_bridge_loop
+from .._errors import ForeignLoopError
+from ._controller import Controller, Ticket, controller_for, endpoint_of
 from ._headers import retry_after
 from ._limits import Limits, Retry
-from ._runner import add_close_hook, is_bridge_loop
 from ._tokens import NO_TOKENS, Estimate, estimate, resolve_accounting
 
 __all__ = ["AdmissionTransport", "SyncAdmissionTransport", "TransportChoice"]
@@ -602,7 +601,6 @@ def _after_fork_in_child() -> None:
     _sync_pool, _sync_lock = None, threading.Lock()
 
 
-add_close_hook(_close_for_loop)
-atexit.register(_close_sync_pool)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_process.on_loop_close("pools", _close_for_loop)
+_process.at_exit("pools", _close_sync_pool)
+_process.on_fork("pools", _after_fork_in_child)

@@ -16,8 +16,9 @@ from __future__ import annotations
 from ._codec import dumps, loads
 from ._iterator import JournalIterator, RunCounts, open_journal, open_store, qualified_name
 from ._keys import DEFAULT_KEY_SCHEME, default_key
+from ._open import store_for
 from ._outcomes import RETRYABLE_STATUSES, Status, status_of_exception, status_of_http
-from ._store import Entry, Holder, JournalStore, store_for
+from ._store import Entry, Holder, JournalStore
 
 __all__ = [
     "DEFAULT_KEY_SCHEME",

@@ -12,11 +12,11 @@ a forked child. The SDKs are imported here, inside the factories, never by ``imp
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._extras import require
+from .._extras import require
 from ._limits import Limits, Retry
+from ._preload import ready_for_first_request
 
 if TYPE_CHECKING:
     import anthropic as anthropic_sdk
@@ -45,16 +45,18 @@ def openai(
         retry: the retry policy; default ``Retry()``.
         transport: ``"auto"`` (aiohttp when installed, else httpx2's), ``"aiohttp"``,
             ``"httpx"``, or a transport instance of your own (then usable on any loop).
+        **kwargs: go to ``AsyncOpenAI`` (``api_key``, ``base_url``, ``timeout``...).
 
     Raises:
         TypeError: ``max_retries`` or ``http_client`` among ``kwargs`` (use ``retry=``, or
             :func:`bridge.wrap` for a client you built).
+        MissingExtraError: the ``llm`` extra is not installed.
     """
     require("bridge.openai()", "llm", "openai", "httpx2", "tenacity")
     import openai as sdk  # noqa: PLC0415 - optional dependency, imported on use
 
     _refuse(kwargs, "openai")
-    _import_http_stack("openai")
+    ready_for_first_request("openai")
     http = sdk.DefaultAsyncHttpxClient(transport=_async_transport(limits, retry, transport))
     return sdk.AsyncOpenAI(http_client=http, max_retries=0, **kwargs)
 
@@ -66,41 +68,26 @@ def anthropic(
     transport: TransportChoice | httpx2.AsyncBaseTransport = "auto",
     **kwargs: Any,
 ) -> anthropic_sdk.AsyncAnthropic:
-    """An ``anthropic.AsyncAnthropic`` under admission control; see :func:`bridge.openai`.
+    """An ``anthropic.AsyncAnthropic`` under admission control; ``kwargs`` go to the SDK.
 
-    Limits are learned from the ``anthropic-ratelimit-*`` headers when not configured.
+    Args:
+        limits: the endpoint's limits; default ``Limits()``, which learns requests, input
+            and output tokens per minute from the ``anthropic-ratelimit-*`` headers.
+        retry: the retry policy; default ``Retry()``.
+        transport: as for :func:`bridge.openai`.
+        **kwargs: go to ``AsyncAnthropic`` (``api_key``, ``base_url``, ``timeout``...).
+
+    Raises:
+        TypeError: ``max_retries`` or ``http_client`` among ``kwargs``.
+        MissingExtraError: the ``llm`` extra is not installed.
     """
     require("bridge.anthropic()", "llm", "anthropic", "httpx2", "tenacity")
     import anthropic as sdk  # noqa: PLC0415 - optional dependency, imported on use
 
     _refuse(kwargs, "anthropic")
-    _import_http_stack("anthropic")
+    ready_for_first_request("anthropic")
     http = sdk.DefaultAsyncHttpxClient(transport=_async_transport(limits, retry, transport))
     return sdk.AsyncAnthropic(http_client=http, max_retries=0, **kwargs)
-
-
-def _import_http_stack(sdk: str | None = None) -> None:
-    """Do what the first request would do, where the client is made, on the caller's
-    thread: import the SDKs' lazily loaded HTTP core, load the TLS certificates, and warm
-    ``sdk`` up (its resource modules and reply models; once per process, offline).
-
-    Otherwise the first request pays for it (aiohttp alone takes a tenth of a second to
-    import; building the SDK's reply models as much again), and under gevent the import
-    fails on the bridge's loop thread: httpcore2
-    imports trio when it is installed, trio runs ``ldconfig``, and gevent's patched
-    ``subprocess`` works only on the main thread's hub ("child watchers are only available
-    on the default loop").
-    """
-    from ._transport import _aiohttp_transport_class, ssl_context  # noqa: PLC0415
-
-    with contextlib.suppress(ImportError):
-        import httpcore2  # noqa: F401, PLC0415
-    _aiohttp_transport_class()
-    ssl_context()
-    if sdk is not None:
-        from ._preload import preload  # noqa: PLC0415 - imports the SDK, which is loaded now
-
-        preload((sdk,))
 
 
 def wrap(client: C, *, limits: Limits | None = None, retry: Retry | None = None) -> C:

@@ -13,16 +13,16 @@ import logging
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .. import _process
 from .._errors import RateLimitStoreError
-from .._runner import add_close_hook
 
-if TYPE_CHECKING:
-    from .._admission import Controller
+__all__ = ["Rates", "RedisStore"]
 
-__all__ = ["RedisStore"]
+#: (RPM, TPM) in force; None where there is none.
+Rates = tuple[float | None, float | None]
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,15 @@ class RedisStore:
             :class:`~bridge.RateLimitStoreError`.
     """
 
-    def __init__(self, url: str, *, on_error: Literal["local", "fail"] = "local") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        on_error: Literal["local", "fail"] = "local",
+        bucket_seconds: float = 0.5,
+    ) -> None:
         self._url, self.prefix = _split_prefix(url)
+        self._bucket_seconds = bucket_seconds
         self._label = _redacted(url)
         self._on_error = on_error
         self._failed_until = 0.0
@@ -87,9 +94,10 @@ class RedisStore:
 
     # -- reservations ---------------------------------------------------------------------
 
-    async def reserve_async(self, controller: Controller, tokens: int) -> float:
-        """Reserve one request and ``tokens``; the seconds to wait (0.0 when unlimited)."""
-        args = self._args(controller, 1, tokens)
+    async def reserve_async(self, endpoint: str, rates: Rates, tokens: int) -> float:
+        """Reserve one request and ``tokens`` of ``endpoint`` (a key-safe label) at
+        ``rates`` (RPM, TPM; None for none); the seconds to wait (0.0 when unlimited)."""
+        args = self._args(endpoint, rates, tokens)
         if args is None:
             return 0.0
         try:
@@ -99,8 +107,8 @@ class RedisStore:
             return self._failure(exc)
         return float(reply)
 
-    def reserve_sync(self, controller: Controller, tokens: int) -> float:
-        args = self._args(controller, 1, tokens)
+    def reserve_sync(self, endpoint: str, rates: Rates, tokens: int) -> float:
+        args = self._args(endpoint, rates, tokens)
         if args is None:
             return 0.0
         try:
@@ -109,17 +117,24 @@ class RedisStore:
             return self._failure(exc)
         return float(reply)
 
-    def _args(self, controller: Controller, requests: int, tokens: int) -> list[object] | None:
-        rpm, tpm = controller.rates
+    def _args(self, endpoint: str, rates: Rates, tokens: int) -> list[object] | None:
+        rpm, tpm = rates
         if rpm is None and tpm is None:
             return None
-        base = f"{self.prefix}{controller.endpoint.base}|{controller.endpoint.key_hash}"
+        base = f"{self.prefix}{endpoint}"
         return [
             f"{base}:requests",
             f"{base}:tokens",
-            *_bucket_args(rpm, requests),
-            *_bucket_args(tpm, tokens),
+            *self._bucket_args(rpm, 1),
+            *self._bucket_args(tpm, tokens),
         ]
+
+    def _bucket_args(self, per_minute: float | None, cost: int) -> tuple[float, float, int]:
+        if per_minute is None:
+            return (0.0, 0.0, 0)
+        rate = per_minute / 60.0
+        # The same shape as the local bucket: its seconds of quota, at least one unit.
+        return (rate, max(1.0, rate * self._bucket_seconds), cost)
 
     def _failure(self, exc: BaseException) -> float:
         if self._on_error == "fail":
@@ -178,16 +193,6 @@ class RedisStore:
             await client.aclose()
 
 
-def _bucket_args(per_minute: float | None, cost: int) -> tuple[float, float, int]:
-    if per_minute is None:
-        return (0.0, 0.0, 0)
-    rate = per_minute / 60.0
-    # The same shape as the local bucket: half a second of quota, at least one unit.
-    from .._admission import BUCKET_SECONDS  # noqa: PLC0415 - avoids an import cycle
-
-    return (rate, max(1.0, rate * BUCKET_SECONDS), cost)
-
-
 def _split_prefix(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -210,4 +215,4 @@ async def _close_for_loop(loop: asyncio.AbstractEventLoop) -> None:
         await store.aclose_for(loop)
 
 
-add_close_hook(_close_for_loop)
+_process.on_loop_close("stores", _close_for_loop)
