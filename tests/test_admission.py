@@ -138,27 +138,27 @@ class TestOpeningWindow:
             c.finish(t)
 
     def test_clean_answers_double_it_up_to_the_cap(self) -> None:
-        c = make(bridge.Limits(concurrency=100))
+        c = make(bridge.Limits(max_in_flight=100))
         c.on_response(send(c), 200, {})
-        assert c.snapshot().concurrency == 2 * OPENING_WINDOW
+        assert c.snapshot().max_in_flight == 2 * OPENING_WINDOW
         c.on_response(send(c), 200, {})
         c.on_response(send(c), 200, {})
-        assert c.snapshot().concurrency == 100
+        assert c.snapshot().max_in_flight == 100
 
     def test_headers_open_it_fully(self) -> None:
-        c = make(bridge.Limits(concurrency=500))
+        c = make(bridge.Limits(max_in_flight=500))
         headers = {"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "99"}
         c.on_response(send(c), 200, headers)
-        assert c.snapshot().concurrency == 500
+        assert c.snapshot().max_in_flight == 500
 
     def test_a_429_opens_it_fully_and_rates_take_over(self) -> None:
-        c = make(bridge.Limits(concurrency=500))
+        c = make(bridge.Limits(max_in_flight=500))
         c.on_response(send(c), 429, {"retry-after": "1"})
-        assert c.snapshot().concurrency == 500
+        assert c.snapshot().max_in_flight == 500
 
     def test_configured_limits_need_no_opening(self) -> None:
-        c = make(bridge.Limits(concurrency=500, rpm=600, tpm=None))
-        assert c.snapshot().concurrency == 500
+        c = make(bridge.Limits(max_in_flight=500, rpm=600, tpm=None))
+        assert c.snapshot().max_in_flight == 500
 
 
 class TestPause:
@@ -444,7 +444,7 @@ class TestTokens:
 
 class TestGate:
     def test_cancelled_waiter_gives_its_slot_back(self) -> None:
-        c = make(bridge.Limits(concurrency=1, rpm=None, tpm=None))
+        c = make(bridge.Limits(max_in_flight=1, rpm=None, tpm=None))
 
         async def scenario() -> int:
             first = await c.admit_async(lambda: NO_TOKENS)
@@ -464,7 +464,7 @@ class TestGate:
         assert c.stats.in_flight == 0
 
     def test_waiter_on_a_closed_loop_does_not_keep_the_slot(self) -> None:
-        c = make(bridge.Limits(concurrency=1, rpm=None, tpm=None))
+        c = make(bridge.Limits(max_in_flight=1, rpm=None, tpm=None))
         first = send(c)
 
         def closed_loop_wake() -> None:  # what call_soon_threadsafe does on a closed loop
@@ -477,7 +477,7 @@ class TestGate:
         c.finish(later)
 
     def test_tokens_are_estimated_once_the_slot_is_granted(self) -> None:
-        c = make(bridge.Limits(concurrency=1, rpm=None, tpm=None))
+        c = make(bridge.Limits(max_in_flight=1, rpm=None, tpm=None))
         calls: list[int] = []
         first = c.admit_sync(lambda: calls.append(1) or NO_TOKENS)  # type: ignore[func-returns-value]
         assert calls == [1]

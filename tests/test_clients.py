@@ -75,7 +75,7 @@ class TestRateLimitedServer:
         client = bridge.openai(
             base_url=llm_server.base_url,
             api_key=key,
-            limits=bridge.Limits(rpm=1200, concurrency=50),
+            limits=bridge.Limits(rpm=1200, max_in_flight=50),
         )
         results = b.map(chat_caller(client), range(300), concurrency=50, return_exceptions=True)
         b.run(client.close())
@@ -103,7 +103,7 @@ def test_faults_all_results_match(b: bridge.Bridge, llm_server: SimulatedServer)
     client = bridge.openai(
         base_url=llm_server.base_url,
         api_key=key,
-        limits=bridge.Limits(rpm=None, tpm=None, concurrency=32),
+        limits=bridge.Limits(rpm=None, tpm=None, max_in_flight=32),
         retry=bridge.Retry(attempts=8, backoff=0.05, max_wait=1.0),
     )
     results = b.map(chat_caller(client), range(500), concurrency=32)
@@ -270,7 +270,7 @@ def test_wrapped_sync_client_through_map(b: bridge.Bridge, llm_server: Simulated
     key = new_key()
     sync = bridge.wrap(
         openai.OpenAI(base_url=llm_server.base_url, api_key=key),
-        limits=bridge.Limits(rpm=600, concurrency=8),
+        limits=bridge.Limits(rpm=600, max_in_flight=8),
     )
     assert sync.max_retries == 0
 

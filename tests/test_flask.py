@@ -213,7 +213,7 @@ class TestHelpers:
         self, llm_server: SimulatedServer, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)
-        app = make_app(BRIDGE_LIMITS={llm_server.base_url: {"concurrency": 2}})
+        app = make_app(BRIDGE_LIMITS={llm_server.base_url: {"max_in_flight": 2}})
         ext = Bridge(app)
         with app.app_context():
             client = ext.openai(api_key="limits-test")  # its own admission key

@@ -17,8 +17,8 @@ class TestLimits:
         assert limits.learns
 
     def test_repr_shows_values(self) -> None:
-        text = repr(bridge.Limits(concurrency=50, rpm=1200, tpm=None))
-        assert text == ("Limits(concurrency=50, rpm=1200, tpm=None, on_store_error='local')")
+        text = repr(bridge.Limits(max_in_flight=50, rpm=1200, tpm=None))
+        assert text == ("Limits(max_in_flight=50, rpm=1200, tpm=None, on_store_error='local')")
 
     def test_repr_hides_store_password(self) -> None:
         limits = bridge.Limits(rpm=60, store="redis://:s3cret@redis.example:6379/0")
@@ -44,8 +44,8 @@ class TestLimits:
 
     @pytest.mark.parametrize("value", [0, -1, 2.0])
     def test_bad_concurrency(self, value: object) -> None:
-        with pytest.raises(ValueError, match="concurrency must be positive"):
-            bridge.Limits(concurrency=value)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="max_in_flight must be positive"):
+            bridge.Limits(max_in_flight=value)  # type: ignore[arg-type]
 
     def test_none_means_no_limit(self) -> None:
         limits = bridge.Limits(rpm=None, tpm=None)
@@ -96,3 +96,11 @@ def test_import_bridge_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_a_moved_keyword_names_the_new_one() -> None:
+    with pytest.raises(
+        TypeError, match=r"Limits\(concurrency=\.\.\.\) is now Limits\(max_in_flight"
+    ):
+        bridge.Limits(concurrency=10)  # type: ignore[call-arg]
+    assert bridge.Limits(max_in_flight=10).max_in_flight == 10

@@ -63,7 +63,7 @@ def test_four_processes_share_one_limit(store_url: str, llm_server: SimulatedSer
         base_url, key, store, worker = sys.argv[1:5]
         client = bridge.openai(
             base_url=base_url, api_key=key,
-            limits=bridge.Limits(rpm=1200, concurrency=50, store=store, on_store_error="fail"),
+            limits=bridge.Limits(rpm=1200, max_in_flight=50, store=store, on_store_error="fail"),
         )
         async def call(i):
             text = f"worker {worker} question {i}"

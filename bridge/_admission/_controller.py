@@ -11,7 +11,7 @@ Admission of one request, in order:
 
 1. a slot in the endpoint's window (FIFO). A fresh endpoint whose limits are still to be
    learned opens with :data:`OPENING_WINDOW` slots, doubled by every clean answer up to
-   ``Limits(concurrency=...)``, and fully open as soon as headers tell its limits or a
+   ``Limits(max_in_flight=...)``, and fully open as soon as headers tell its limits or a
    429 starts rate discovery: work overlaps at once, and a storm is bounded;
 2. a place in every token bucket in force (requests, tokens, and Anthropic's input and
    output tokens), reserved in arrival order: a bucket may go below zero, and each
@@ -301,7 +301,7 @@ class Controller:
             if isinstance(value, int)
         }
         self._totals = dict.fromkeys(KINDS, 0)
-        self._cap = limits.concurrency
+        self._cap = limits.max_in_flight
         # Limits to learn: open with a bounded window until the first answers say more.
         self._opening = limits.learns and self._cap > OPENING_WINDOW
         self._gate = _Gate(OPENING_WINDOW if self._opening else self._cap)

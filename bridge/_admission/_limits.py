@@ -3,7 +3,7 @@
 Both check their values at construction, so bad configuration fails where it is written,
 not at the first request::
 
-    limits = bridge.Limits(concurrency=50, rpm=1200)          # tpm learned from headers
+    limits = bridge.Limits(max_in_flight=50, rpm=1200)        # tpm learned from headers
     retry = bridge.Retry(attempts=6, backoff=0.5, max_wait=30)
 """
 
@@ -13,7 +13,7 @@ import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Final, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from .._extras import require
@@ -22,7 +22,7 @@ from ._tokens import TOKEN_ACCOUNTINGS, TokenAccounting
 __all__ = [
     "DEFAULT_ATTEMPTS",
     "DEFAULT_BACKOFF",
-    "DEFAULT_LIMIT_CONCURRENCY",
+    "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_MAX_WAIT",
     "LEARN",
     "Limits",
@@ -45,7 +45,7 @@ class _Learn(enum.Enum):
 LEARN: Final = _Learn.LEARN
 
 #: Requests in flight at once per endpoint when ``Limits`` names none.
-DEFAULT_LIMIT_CONCURRENCY = 64
+DEFAULT_MAX_IN_FLIGHT = 64
 #: Attempts per request, the first one included.
 DEFAULT_ATTEMPTS = 6
 #: First backoff ceiling in seconds; it doubles per attempt (full jitter: uniform in [0, ceiling]).
@@ -54,6 +54,8 @@ DEFAULT_BACKOFF = 0.5
 DEFAULT_MAX_WAIT = 60.0
 
 _STORE_SCHEMES = ("redis", "rediss", "unix")
+#: Keywords renamed since 0.1: the old name -> the new one.
+_MOVED = {"concurrency": "max_in_flight"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +63,9 @@ class Limits:
     """Per-endpoint admission limits (an endpoint is a base URL plus an API key).
 
     Args:
-        concurrency: requests in flight at once (default 64). While limits are still to
+        max_in_flight: requests in flight at once to this endpoint, across the whole
+            process (default 64); not to be confused with a call's ``concurrency``
+            (``map(..., concurrency=16)``), which bounds one call. While limits are still to
             be learned, a fresh endpoint opens with 24 and widens with each clean answer.
         rpm: requests per minute. Not passed: learned from the provider's rate-limit
             headers, or found from its 429s when it sends none. ``None``: no limit.
@@ -82,9 +86,10 @@ class Limits:
 
     Raises:
         ValueError: a limit that is not a positive whole number, or an unknown store scheme.
+        TypeError: an unknown keyword; ``concurrency`` names the new ``max_in_flight``.
     """
 
-    concurrency: int = DEFAULT_LIMIT_CONCURRENCY
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     rpm: int | _Learn | None = LEARN
     tpm: int | _Learn | None = LEARN
     input_tpm: int | _Learn | None = LEARN
@@ -93,8 +98,20 @@ class Limits:
     store: str | None = field(default=None, repr=False)
     on_store_error: Literal["local", "fail"] = "local"
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Limits:
+        # Before the generated __init__, so a keyword that moved gets a message naming the
+        # new one instead of "unexpected keyword argument".
+        for old, new in _MOVED.items():
+            if old in kwargs:
+                raise TypeError(
+                    f"Limits({old}=...) is now Limits({new}=...): it caps the requests in "
+                    "flight to one endpoint across the process (a call's own bound stays "
+                    "map(..., concurrency=...))"
+                )
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
-        _check_positive_int("concurrency", self.concurrency, allow_none=False)
+        _check_positive_int("max_in_flight", self.max_in_flight, allow_none=False)
         _check_positive_int("rpm", self.rpm, allow_none=True)
         for name in ("tpm", "input_tpm", "output_tpm"):
             _check_positive_int(name, getattr(self, name), allow_none=True)
@@ -124,7 +141,7 @@ class Limits:
         policy = self.token_accounting
         accounting = "" if policy == "auto" else f", token_accounting={policy!r}"
         return (
-            f"Limits(concurrency={self.concurrency}, rpm={self.rpm!r}, tpm={self.tpm!r}"
+            f"Limits(max_in_flight={self.max_in_flight}, rpm={self.rpm!r}, tpm={self.tpm!r}"
             f"{tokens}{accounting}{store}, on_store_error={self.on_store_error!r})"
         )
 

@@ -20,7 +20,7 @@ class EndpointStats:
     were retries; ``rate_limited`` the 429 responses; ``in_flight`` requests sent and not
     yet answered; ``queued`` requests waiting for admission; ``tokens_in``/``tokens_out``
     what ``usage`` reported; ``latency_p50``/``latency_p95`` seconds from send to the
-    complete answer (``None`` before the first one). ``concurrency`` is the current cap,
+    complete answer (``None`` before the first one). ``max_in_flight`` is the current cap,
     ``rpm``/``tpm`` the limits in force, whole numbers (configured or learned, ``None``: none).
     """
 
@@ -34,7 +34,7 @@ class EndpointStats:
     tokens_out: int
     latency_p50: float | None
     latency_p95: float | None
-    concurrency: int
+    max_in_flight: int
     rpm: int | None
     tpm: int | None
 
@@ -73,7 +73,7 @@ class Recorder:
             if slot < RESERVOIR_SIZE:
                 self._latencies[slot] = seconds
 
-    def snapshot(self, concurrency: int, rpm: float | None, tpm: float | None) -> EndpointStats:
+    def snapshot(self, max_in_flight: int, rpm: float | None, tpm: float | None) -> EndpointStats:
         with self._lock:
             ordered = sorted(self._latencies)
             return EndpointStats(
@@ -87,7 +87,7 @@ class Recorder:
                 tokens_out=self.tokens_out,
                 latency_p50=_percentile(ordered, 0.50),
                 latency_p95=_percentile(ordered, 0.95),
-                concurrency=concurrency,
+                max_in_flight=max_in_flight,
                 rpm=_whole(rpm),
                 tpm=_whole(tpm),
             )

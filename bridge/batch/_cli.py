@@ -252,7 +252,7 @@ def _locked_run(args: argparse.Namespace, journal: Path) -> int:
 def _run(args: argparse.Namespace, store: JournalStore, out: IO[str]) -> int:
     # Limits left out are learned from the provider's headers, as bridge.openai() does.
     rates = {name: getattr(args, name) for name in ("rpm", "tpm") if getattr(args, name)}
-    limits = bridge.Limits(concurrency=args.concurrency, **rates)
+    limits = bridge.Limits(max_in_flight=args.concurrency, **rates)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     retry = bridge.Retry(attempts=args.attempts)
     client = bridge.http_client(limits=limits, retry=retry, headers=headers)

@@ -204,7 +204,7 @@ def bridge_client(endpoint: Endpoint, concurrency: int) -> Any:
     The endpoint's cap is raised to the workload's concurrency, as a user running 1,000
     calls at once would; rpm and tpm stay at their default, learned from the headers.
     """
-    limits = bridge.Limits(concurrency=max(concurrency, bridge.Limits().concurrency))
+    limits = bridge.Limits(max_in_flight=max(concurrency, bridge.Limits().max_in_flight))
     return bridge.openai(base_url=endpoint.base_url, api_key=endpoint.api_key, limits=limits)
 
 

@@ -11,7 +11,7 @@ job three ways, resetting the server in between:
 
 - **naive**: ``asyncio.gather`` with a ``Semaphore(50)`` and ``AsyncOpenAI``'s default
   retries (2, honouring ``retry-after`` up to its ceiling);
-- **bridge, configured**: ``bridge.openai(limits=Limits(rpm=1200, concurrency=50))``;
+- **bridge, configured**: ``bridge.openai(limits=Limits(rpm=1200, max_in_flight=50))``;
 - **bridge, learned**: ``bridge.openai()``, limits learned from the ``x-ratelimit-*`` headers.
 
 It prints, for each: failed calls, 429 responses (from the server's counters), wall time
@@ -123,9 +123,9 @@ def scenarios(
     runs: list[tuple[str, Callable[[], tuple[int, float]]]] = [
         ("naive: gather + Semaphore(50), SDK retries", lambda: naive(server, calls)),
         (
-            f"bridge, configured Limits(rpm={rpm}, concurrency=50)",
+            f"bridge, configured Limits(rpm={rpm}, max_in_flight=50)",
             lambda: with_bridge(
-                server, calls, bridge.Limits(rpm=rpm, concurrency=50), f"bench-conf{tag}"
+                server, calls, bridge.Limits(rpm=rpm, max_in_flight=50), f"bench-conf{tag}"
             ),
         ),
         (

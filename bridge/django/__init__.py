@@ -8,7 +8,7 @@ on the view's own thread, with its database connection and transaction::
     BRIDGE = {
         "concurrency": 10,
         "threads": 32,
-        "limits": {"https://api.openai.com/v1": {"rpm": 500, "concurrency": 20}},
+        "limits": {"https://api.openai.com/v1": {"rpm": 500, "max_in_flight": 20}},
         "store": "redis://127.0.0.1:6379/0",
     }
 

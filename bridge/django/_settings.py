@@ -115,7 +115,7 @@ def problems(raw: object) -> list[Problem]:
 
 
 def _limits_problems(limits: object, store: object) -> list[Problem]:
-    hint = 'Use {"https://api.openai.com/v1": {"rpm": 500, "concurrency": 20}}.'
+    hint = 'Use {"https://api.openai.com/v1": {"rpm": 500, "max_in_flight": 20}}.'
     if not isinstance(limits, Mapping):
         return [
             Problem(

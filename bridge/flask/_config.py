@@ -14,7 +14,9 @@ from bridge._integration import SDKS, limits_from_setting, sdks_from_setting
 
 __all__ = ["BridgeConfig", "normal_url", "problems", "read_config"]
 
-_HINT_LIMITS = 'use BRIDGE_LIMITS = {"https://api.openai.com/v1": {"rpm": 500, "concurrency": 20}}'
+_HINT_LIMITS = (
+    'use BRIDGE_LIMITS = {"https://api.openai.com/v1": {"rpm": 500, "max_in_flight": 20}}'
+)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ POSTGRES = {
 BRIDGE = {
     "concurrency": 8,
     "threads": 8,
-    "limits": {"http://127.0.0.1:9/v1/": {"rpm": 600, "concurrency": 4}},
+    "limits": {"http://127.0.0.1:9/v1/": {"rpm": 600, "max_in_flight": 4}},
 }
 #: Where the streaming view's client points; the tests set it to the llm_server fixture.
 LLM_BASE_URL = "http://127.0.0.1:9/v1"

@@ -78,7 +78,7 @@ def test_thread_sensitivity_can_be_turned_off() -> None:
 
 def test_limits_per_endpoint_ignore_a_trailing_slash() -> None:
     assert bridge.django.limits_for("http://127.0.0.1:9/v1") == bridge.Limits(
-        rpm=600, concurrency=4
+        rpm=600, max_in_flight=4
     )
     assert bridge.django.limits_for("https://elsewhere.example/v1") is None
 
