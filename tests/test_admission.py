@@ -16,8 +16,9 @@ import math
 import pytest
 
 import bridge
-from bridge._admission._controller import OPENING_WINDOW, Controller, Ticket, endpoint_of
+from bridge._admission._controller import OPENING_WINDOW, Controller, Ticket
 from bridge._admission._discovery import BETA, RateFinder
+from bridge._admission._endpoint import endpoint_of
 from bridge._admission._headers import read_limits, retry_after
 from bridge._admission._tokens import NO_TOKENS, Estimate, estimate, resolve_accounting
 

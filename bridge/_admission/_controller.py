@@ -31,19 +31,19 @@ then never empties under our pacing, and arrival jitter does not turn into 429s.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
-from urllib.parse import parse_qsl, urlsplit
 
 from .. import _process
+from ._buckets import BUCKET_SECONDS, Bucket
 from ._discovery import RateFinder
+from ._endpoint import Endpoint, endpoint_of
+from ._gate import Gate
 from ._headers import KINDS, Reading, read_limits, retry_after
 from ._limits import LEARN, Limits
 from ._stats import EndpointStats, Recorder
@@ -64,8 +64,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Seconds of quota a local bucket holds: the largest burst we ever send.
-BUCKET_SECONDS = 0.5
 #: The most that charges are scaled up when a server counts more tokens than estimated,
 #: and how much of the excess each clean answer takes back.
 MAX_TOKEN_SCALE = 4.0
@@ -77,172 +75,6 @@ DEFAULT_PAUSE = 1.0
 #: cold process does not wait a round trip; few enough that a first burst against an
 #: unknown small limit costs a bounded number of (cheap, retried) 429s.
 OPENING_WINDOW: Final = 24
-#: Query parameters that carry credentials; they go into the key hash, never the label.
-_QUERY_SECRETS: Final = frozenset(
-    {"key", "api_key", "api-key", "apikey", "access_token", "token", "code", "sig"}
-)
-
-_WAITING, _GRANTED, _CANCELLED = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where requests go, and whose quota they use: a label that is safe to log."""
-
-    base: str
-    key_hash: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.base} key#{self.key_hash}"
-
-
-def endpoint_of(url: str, secret: str) -> Endpoint:
-    """The endpoint of a request URL: origin plus the path up to ``/v1``, and the key hash.
-
-    User-info (``user:password@``) and the query never reach the label; credentials in the
-    query count as the key when no key header was sent.
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # a port out of range; the request itself will fail
-        port = ""
-    path = parts.path
-    index = path.find("/v1/")
-    prefix = path[: index + 3] if index >= 0 else ("/v1" if path == "/v1" else "")
-    secret = secret or _query_secret(parts.query)
-    digest = hashlib.sha256(secret.encode()).hexdigest()[:12] if secret else "none"
-    return Endpoint(f"{parts.scheme}://{host}{port}{prefix}", digest)
-
-
-def _query_secret(query: str) -> str:
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return "&".join(f"{k}={v}" for k, v in pairs if k.lower() in _QUERY_SECRETS)
-
-
-class _Bucket:
-    """A token bucket that lends: reservations may take it below zero, then callers wait."""
-
-    __slots__ = ("capacity", "level", "rate", "stamp")
-
-    def __init__(self, per_minute: float, now: float, level: float | None = None) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * BUCKET_SECONDS)
-        self.level = self.capacity if level is None else min(self.capacity, level)
-        self.stamp = now
-
-    def reserve(self, cost: float, now: float) -> float:
-        """Take ``cost`` now; return the seconds until the debt is covered (0.0 if none)."""
-        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.level -= cost
-        return max(0.0, -self.level / self.rate)
-
-    def set_rate(self, per_second: float, now: float) -> None:
-        self.reserve(0, now)  # what flowed in so far flowed at the old rate
-        self.rate = per_second
-        self.capacity = max(1.0, per_second * BUCKET_SECONDS)
-        self.level = min(self.level, self.capacity)
-
-    def give_back(self, amount: float) -> None:
-        self.level = min(self.capacity, self.level + amount)
-
-    def hold_back(self, seconds: float) -> None:
-        """After a 429: no quota for ``seconds``, then a little slack for the provider.
-
-        The level is set, not lowered: every reservation made before is void (its owner
-        reserves again, see ``Controller._step``), so keeping it would count it twice.
-        """
-        self.level = -self.rate * seconds - self.capacity / 2
-
-
-class _Gate:
-    """Concurrency slots, handed over in FIFO order to sync or async waiters."""
-
-    def __init__(self, limit: int) -> None:
-        self._lock = threading.Lock()
-        self.limit = limit
-        self.active = 0
-        self._waiters: deque[_Waiter] = deque()
-
-    def enter_or_wait(self, notify: Callable[[], None]) -> _Waiter | None:
-        """Take a slot now (None), or queue a waiter that ``notify`` wakes when granted."""
-        with self._lock:
-            if self.active < self.limit and not self._waiters:
-                self.active += 1
-                return None
-            waiter = _Waiter(notify)
-            self._waiters.append(waiter)
-            return waiter
-
-    def leave(self) -> None:
-        with self._lock:
-            self.active -= 1
-            self._grant()
-
-    def abandon(self, waiter: _Waiter) -> None:
-        """A waiter gave up (cancelled): return its slot if it was granted one meanwhile."""
-        with self._lock:
-            if waiter.state == _GRANTED:
-                self.active -= 1
-                self._grant()
-            waiter.state = _CANCELLED
-
-    def set_limit(self, limit: int) -> None:
-        with self._lock:
-            self.limit = limit
-            self._grant()
-
-    def _grant(self) -> None:
-        while self._waiters and self.active < self.limit:
-            waiter = self._waiters.popleft()
-            if waiter.state == _WAITING:
-                waiter.state = _GRANTED
-                self.active += 1
-                try:
-                    waiter.notify()
-                except RuntimeError:
-                    # Its loop was closed without cancelling it: the slot goes to the next.
-                    waiter.state = _CANCELLED
-                    self.active -= 1
-
-    async def enter_async(self) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(_resolve, future)
-
-        waiter = self.enter_or_wait(wake)
-        if waiter is None:
-            return
-        try:
-            await future
-        except BaseException:
-            self.abandon(waiter)
-            raise
-
-    def enter_sync(self) -> None:
-        event = threading.Event()
-        waiter = self.enter_or_wait(event.set)
-        if waiter is not None:
-            event.wait()
-
-
-class _Waiter:
-    __slots__ = ("notify", "state")
-
-    def __init__(self, notify: Callable[[], None]) -> None:
-        self.notify = notify
-        self.state = _WAITING
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 @dataclass(slots=True)
@@ -295,8 +127,8 @@ class Controller:
         self._lock = threading.Lock()
         now = clock()
         self._settings = _configured(limits)
-        self._buckets: dict[str, _Bucket] = {
-            kind: _Bucket(value, now)
+        self._buckets: dict[str, Bucket] = {
+            kind: Bucket(value, now)
             for kind, value in self._settings.items()
             if isinstance(value, int)
         }
@@ -304,7 +136,7 @@ class Controller:
         self._cap = limits.max_in_flight
         # Limits to learn: open with a bounded window until the first answers say more.
         self._opening = limits.learns and self._cap > OPENING_WINDOW
-        self._gate = _Gate(OPENING_WINDOW if self._opening else self._cap)
+        self._gate = Gate(OPENING_WINDOW if self._opening else self._cap)
         self._finder = RateFinder()
         self._discovering = limits.rpm is LEARN  # until headers tell the request limit
         self._paused_until = 0.0
@@ -565,7 +397,7 @@ class Controller:
             self._buckets.pop("requests", None)
         elif bucket is None:
             # Whatever the server's bucket held went into the burst that it refused.
-            self._buckets["requests"] = _Bucket(rate * 60.0, now, level=0.0)
+            self._buckets["requests"] = Bucket(rate * 60.0, now, level=0.0)
         else:
             bucket.set_rate(rate, now)
 
@@ -580,7 +412,7 @@ class Controller:
                 if kind == "tokens" and separate:
                     continue  # Anthropic's split input and output limits beat its total
                 if self._settings[kind] is LEARN:
-                    bucket: _Bucket | None = self._adopt(kind, reading.limit, now)
+                    bucket: Bucket | None = self._adopt(kind, reading.limit, now)
                 else:  # a configured limit keeps its rate, but not a level the server denies
                     bucket = self._buckets.get(kind)
                 if bucket is not None:
@@ -590,7 +422,7 @@ class Controller:
                     self._finder = RateFinder()
         self._open_fully()
 
-    def _resync(self, bucket: _Bucket, kind: str, remaining: float, ticket: Ticket) -> None:
+    def _resync(self, bucket: Bucket, kind: str, remaining: float, ticket: Ticket) -> None:
         """The server's view wins where it is tighter than ours.
 
         It says what remains just after this request; what was charged since comes off
@@ -603,13 +435,13 @@ class Controller:
         since = self._totals[kind] - ticket.marks.get(kind, self._totals[kind])
         bucket.level = min(bucket.level, remaining - since)
 
-    def _adopt(self, kind: str, per_minute: float, now: float) -> _Bucket:
+    def _adopt(self, kind: str, per_minute: float, now: float) -> Bucket:
         bucket = self._buckets.get(kind)
         if bucket is not None and bucket.rate * 60.0 == per_minute:
             bucket.reserve(0, now)
             return bucket
         level = None if bucket is None else bucket.level
-        fresh = self._buckets[kind] = _Bucket(per_minute, now, level)
+        fresh = self._buckets[kind] = Bucket(per_minute, now, level)
         log = logger.info if bucket is None else logger.debug
         log("%s: learned a %s limit of %g per minute", self.endpoint.label, kind, per_minute)
         return fresh

@@ -1,0 +1,98 @@
+"""The window of requests in flight: slots handed over in FIFO order, to any thread or loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["Gate"]
+
+_WAITING, _GRANTED, _CANCELLED = 0, 1, 2
+
+
+class Gate:
+    """Concurrency slots, handed over in FIFO order to sync or async waiters."""
+
+    def __init__(self, limit: int) -> None:
+        self._lock = threading.Lock()
+        self.limit = limit
+        self.active = 0
+        self._waiters: deque[_Waiter] = deque()
+
+    def enter_or_wait(self, notify: Callable[[], None]) -> _Waiter | None:
+        """Take a slot now (None), or queue a waiter that ``notify`` wakes when granted."""
+        with self._lock:
+            if self.active < self.limit and not self._waiters:
+                self.active += 1
+                return None
+            waiter = _Waiter(notify)
+            self._waiters.append(waiter)
+            return waiter
+
+    def leave(self) -> None:
+        with self._lock:
+            self.active -= 1
+            self._grant()
+
+    def abandon(self, waiter: _Waiter) -> None:
+        """A waiter gave up (cancelled): return its slot if it was granted one meanwhile."""
+        with self._lock:
+            if waiter.state == _GRANTED:
+                self.active -= 1
+                self._grant()
+            waiter.state = _CANCELLED
+
+    def set_limit(self, limit: int) -> None:
+        with self._lock:
+            self.limit = limit
+            self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self.active < self.limit:
+            waiter = self._waiters.popleft()
+            if waiter.state == _WAITING:
+                waiter.state = _GRANTED
+                self.active += 1
+                try:
+                    waiter.notify()
+                except RuntimeError:
+                    # Its loop was closed without cancelling it: the slot goes to the next.
+                    waiter.state = _CANCELLED
+                    self.active -= 1
+
+    async def enter_async(self) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(_resolve, future)
+
+        waiter = self.enter_or_wait(wake)
+        if waiter is None:
+            return
+        try:
+            await future
+        except BaseException:
+            self.abandon(waiter)
+            raise
+
+    def enter_sync(self) -> None:
+        event = threading.Event()
+        waiter = self.enter_or_wait(event.set)
+        if waiter is not None:
+            event.wait()
+
+
+class _Waiter:
+    __slots__ = ("notify", "state")
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        self.notify = notify
+        self.state = _WAITING
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
