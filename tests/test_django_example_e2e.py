@@ -16,13 +16,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from example_apps import HOSTILE, NOT_JSON_TYPES, PRELOADED, TOO_BIG, documented_reply
+from polling import poll
 
 from bridge.testing import SimulatedServer, expected_digest, serve
 
@@ -56,16 +56,15 @@ class Site:
             )
 
     def wait_until_up(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the server exited ({self.process.returncode}):\n{self.text()}")
-            try:
-                if httpx.get(self.url + "/", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)  # polling a server that is starting; there is no event
-        pytest.fail(f"the server did not answer within {timeout} s:\n{self.text()}")
+        poll(self._answers, timeout=timeout, what=f"{self.url} to answer:\n{self.text()}")
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"the server exited ({self.process.returncode}):\n{self.text()}")
+        try:
+            return httpx.get(self.url + "/", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from polling import poll
 
 import bridge.testing
 from bridge.testing import ServerConfig, ServerStartError, SimulatedServer, serve
@@ -192,16 +192,15 @@ class TestServe:
 
 def _gone_within(pid: int, seconds: float) -> bool:
     """Poll /proc: the orphan is not our child, so it cannot be waited for."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        if state in ("Z", "X"):  # exited; only its parent's parent has yet to reap it
-            return True
-        time.sleep(0.05)
-    return False
+    return poll(lambda: _gone(pid), timeout=seconds, what=f"process {pid} to exit")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")  # exited; only its parent's parent has yet to reap it
 
 
 class TestConfig:
