@@ -44,3 +44,48 @@ def test_import_bridge_imports_no_framework_or_client_library() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", bridge.__all__)
+def test_public_names_are_at_home_in_bridge(name: str) -> None:
+    """``bridge.Bridge``, not ``bridge._core._bridge.Bridge``, in reprs and tracebacks."""
+    member = getattr(bridge, name)
+    module = getattr(member, "__module__", None)
+    if module is not None and isinstance(member, type | type(bridge.run)):
+        assert module == "bridge", f"bridge.{name} says it lives in {module}"
+
+
+@pytest.mark.parametrize("name", ["run", "gather", "map", "imap", "iterate", "syncify"])
+def test_module_functions_name_every_parameter(name: str) -> None:
+    import inspect
+
+    function = getattr(bridge, name)
+    doc = function.__doc__ or ""
+    for parameter in inspect.signature(function).parameters:
+        assert parameter in doc, f"bridge.{name}'s docstring does not mention {parameter}"
+
+
+def test_no_layer_imports_one_above_it() -> None:
+    """The loop layer never imports admission control; neither imports an integration."""
+    import ast
+    import importlib.util
+
+    root = Path(bridge.__file__).parent
+    integrations = ("bridge.django", "bridge.flask", "bridge.celery", "bridge.testing")
+    tools = ("bridge.bench", "bridge.batch", "bridge._integration")
+    above = {
+        "_core": ("bridge._admission", *integrations, *tools),
+        "_admission": (*integrations, *tools),
+    }
+    seen = 0
+    for layer, forbidden in above.items():
+        for path in (root / layer).rglob("*.py"):
+            package = ".".join(path.relative_to(root.parent).with_suffix("").parts[:-1])
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    name = importlib.util.resolve_name(
+                        "." * node.level + (node.module or ""), package
+                    )
+                    seen += 1
+                    assert not name.startswith(forbidden), f"{path.name} imports {name}"
+    assert seen > 50  # the walk really read the imports
