@@ -231,7 +231,22 @@ class Bridge:
     @overload
     def map(
         self,
-        fn: Callable[[A], Awaitable[T]] | Callable[[A], T],
+        fn: Callable[[A], Awaitable[T]],
+        iterable: Iterable[A],
+        *,
+        concurrency: int | None = ...,
+        timeout: float | None = ...,
+        journal: str | os.PathLike[str] | None = ...,
+        key: Callable[[A], str] | None = ...,
+        retry_failed: bool = ...,
+        progress: Progress = ...,
+        return_exceptions: bool,
+    ) -> list[T | BaseException]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[A], T],
         iterable: Iterable[A],
         *,
         concurrency: int | None = ...,

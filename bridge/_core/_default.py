@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
+import functools
+import inspect
 import threading
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from collections.abc import Awaitable, Callable
+from typing import Concatenate, ParamSpec, TypeVar, overload
 
 from ._bridge import Bridge, make_sync
-from ._iterators import CloseableIterator
-from ._progress import Progress
 
 __all__ = [
     "gather",
@@ -24,7 +23,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-A = TypeVar("A")
+R = TypeVar("R")
 P = ParamSpec("P")
 
 _default: Bridge | None = None
@@ -61,158 +60,36 @@ def set_default(new: Bridge) -> Bridge | None:
     return previous
 
 
-def run(awaitable: Awaitable[T], *, timeout: float | None = None) -> T:
-    """Run one awaitable on the default bridge's loop and return its result."""
-    return get_default().run(awaitable, timeout=timeout)
+def _on_default(method: Callable[Concatenate[Bridge, P], R]) -> Callable[P, R]:
+    """``method`` of the default bridge in force at each call, with its signature and docs.
 
+    The signature (overloads included) is written once, on ``Bridge``; type checkers see
+    the same overloads here, and ``help(bridge.map)`` the same parameters.
+    """
 
-def gather(
-    *awaitables: Awaitable[T],
-    concurrency: int | None = None,
-    timeout: float | None = None,
-    return_exceptions: bool = False,
-) -> list[Any]:
-    """Await many awaitables, at most ``concurrency`` at once; results in input order."""
-    return get_default().gather(
-        *awaitables,
-        concurrency=concurrency,
-        timeout=timeout,
-        return_exceptions=return_exceptions,
+    @functools.wraps(method)
+    def on_default(*args: P.args, **kwargs: P.kwargs) -> R:
+        return method(get_default(), *args, **kwargs)
+
+    signature = inspect.signature(method)
+    on_default.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]
     )
+    del on_default.__wrapped__  # help() must show the signature above, not the method's
+    first, _, body = (method.__doc__ or "").partition("\n\n")
+    note = "        On the process default bridge (``bridge.get_default()``)."
+    on_default.__doc__ = f"{first}\n\n{note}\n\n{body}"
+    on_default.__module__ = __name__
+    on_default.__qualname__ = method.__name__
+    return on_default
 
 
-@overload
-def map(
-    fn: Callable[[A], Awaitable[T]],
-    iterable: Iterable[A],
-    *,
-    concurrency: int | None = ...,
-    timeout: float | None = ...,
-    journal: str | os.PathLike[str] | None = ...,
-    key: Callable[[A], str] | None = ...,
-    retry_failed: bool = ...,
-    progress: Progress = ...,
-    return_exceptions: Literal[False] = ...,
-) -> list[T]: ...
-
-
-@overload
-def map(
-    fn: Callable[[A], T],
-    iterable: Iterable[A],
-    *,
-    concurrency: int | None = ...,
-    timeout: float | None = ...,
-    journal: str | os.PathLike[str] | None = ...,
-    key: Callable[[A], str] | None = ...,
-    retry_failed: bool = ...,
-    progress: Progress = ...,
-    return_exceptions: Literal[False] = ...,
-) -> list[T]: ...
-
-
-@overload
-def map(
-    fn: Callable[[A], Any],
-    iterable: Iterable[A],
-    *,
-    concurrency: int | None = ...,
-    timeout: float | None = ...,
-    journal: str | os.PathLike[str] | None = ...,
-    key: Callable[[A], str] | None = ...,
-    retry_failed: bool = ...,
-    progress: Progress = ...,
-    return_exceptions: bool,
-) -> list[Any]: ...
-
-
-def map(
-    fn: Callable[[A], Any],
-    iterable: Iterable[A],
-    *,
-    concurrency: int | None = None,
-    timeout: float | None = None,
-    journal: str | os.PathLike[str] | None = None,
-    key: Callable[[A], str] | None = None,
-    retry_failed: bool = False,
-    progress: Progress = False,
-    return_exceptions: bool = False,
-) -> list[Any]:
-    """Call ``fn`` on every item, at most ``concurrency`` at once; results in input order."""
-    return get_default().map(
-        fn,
-        iterable,
-        concurrency=concurrency,
-        timeout=timeout,
-        return_exceptions=return_exceptions,
-        journal=journal,
-        key=key,
-        retry_failed=retry_failed,
-        progress=progress,
-    )
-
-
-@overload
-def imap(
-    fn: Callable[[A], Awaitable[T]],
-    iterable: Iterable[A],
-    *,
-    concurrency: int | None = ...,
-    ordered: bool = ...,
-    timeout: float | None = ...,
-    journal: str | os.PathLike[str] | None = ...,
-    key: Callable[[A], str] | None = ...,
-    retry_failed: bool = ...,
-    progress: Progress = ...,
-) -> CloseableIterator[T]: ...
-
-
-@overload
-def imap(
-    fn: Callable[[A], T],
-    iterable: Iterable[A],
-    *,
-    concurrency: int | None = ...,
-    ordered: bool = ...,
-    timeout: float | None = ...,
-    journal: str | os.PathLike[str] | None = ...,
-    key: Callable[[A], str] | None = ...,
-    retry_failed: bool = ...,
-    progress: Progress = ...,
-) -> CloseableIterator[T]: ...
-
-
-def imap(
-    fn: Callable[[A], Any],
-    iterable: Iterable[A],
-    *,
-    concurrency: int | None = None,
-    ordered: bool = True,
-    timeout: float | None = None,
-    journal: str | os.PathLike[str] | None = None,
-    key: Callable[[A], str] | None = None,
-    retry_failed: bool = False,
-    progress: Progress = False,
-) -> CloseableIterator[Any]:
-    """Yield ``fn(item)`` results as they finish, pulling ``iterable`` lazily."""
-    return get_default().imap(
-        fn,
-        iterable,
-        concurrency=concurrency,
-        ordered=ordered,
-        timeout=timeout,
-        journal=journal,
-        key=key,
-        retry_failed=retry_failed,
-        progress=progress,
-    )
-
-
-def iterate(
-    async_iterable: AsyncIterable[T], *, timeout: float | None = None
-) -> CloseableIterator[T]:
-    """A plain iterator over an async iterable, driven by the default bridge's loop."""
-    return get_default().iterate(async_iterable, timeout=timeout)
+run = _on_default(Bridge.run)
+gather = _on_default(Bridge.gather)
+map = _on_default(Bridge.map)
+imap = _on_default(Bridge.imap)
+iterate = _on_default(Bridge.iterate)
+to_thread = _on_default(Bridge.to_thread)
 
 
 @overload
@@ -243,31 +120,3 @@ def syncify(
     if fn is None:
         return lambda f: make_sync(f, get_default, timeout)
     return make_sync(fn, get_default, timeout)
-
-
-async def to_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    """From async code, run a blocking call in the default bridge's bounded thread pool."""
-    return await get_default().to_thread(fn, *args, **kwargs)
-
-
-def _document(function: Callable[..., Any], method: Callable[..., Any]) -> None:
-    """Give ``function`` the parameter sections of the ``Bridge`` method it delegates to.
-
-    One text to maintain; ``help(bridge.map)`` shows every parameter, on the default bridge.
-    """
-    first = (function.__doc__ or "").strip().splitlines()[0]
-    _, _, body = (method.__doc__ or "").partition("\n\n")
-    function.__doc__ = (
-        f"{first}\n\n        On the process default bridge (``bridge.get_default()``).\n\n{body}"
-    )
-
-
-for _function, _method in (
-    (run, Bridge.run),
-    (gather, Bridge.gather),
-    (map, Bridge.map),
-    (imap, Bridge.imap),
-    (iterate, Bridge.iterate),
-    (to_thread, Bridge.to_thread),
-):
-    _document(_function, _method)
