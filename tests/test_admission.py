@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 
 import pytest
 
 import bridge
 from bridge._admission._controller import OPENING_WINDOW, Controller, Ticket
-from bridge._admission._discovery import BETA, RateFinder
+from bridge._admission._discovery import BETA, CEILING, RateFinder
 from bridge._admission._endpoint import endpoint_of
 from bridge._admission._headers import read_limits, retry_after
 from bridge._admission._tokens import NO_TOKENS, Estimate, estimate, resolve_accounting
@@ -206,7 +205,7 @@ class TestPause:
 class TestRateDiscovery:
     """A server that sends nothing but 429 and retry-after: the rate is found, then held."""
 
-    def test_first_429_takes_what_the_server_let_through_in_the_last_second(self) -> None:
+    def test_first_429_takes_what_the_server_took_over_the_time_plus_its_burst(self) -> None:
         finder = RateFinder()
         for i in range(24):
             finder.sent(100.0 + i * 0.001)
@@ -214,7 +213,8 @@ class TestRateDiscovery:
         finder.rejected(100.023, 100.03)  # one of the burst: 23 got through, maybe
         for _ in range(3):  # three more from the same burst come back: 20 got through
             finder.rejected(100.022, 100.031)
-        assert finder.rate(100.031) == pytest.approx(BETA * 20, rel=0.01)
+        # 20 taken over the 0.03 s since the first send plus the server's 1 s of quota.
+        assert finder.rate(100.031) == pytest.approx(BETA * 20 / 1.03, rel=0.01)
 
     def test_one_cut_per_window_and_cubic_recovery(self) -> None:
         finder = RateFinder()
@@ -230,7 +230,26 @@ class TestRateDiscovery:
         w_max = first / BETA
         assert finder.rate(110.0 + 1.0) < w_max  # type: ignore[operator]
         assert finder.rate(110.0 + 3.0) == pytest.approx(w_max, rel=0.05)  # back in ~2.5 s
-        assert finder.rate(110.0 + 30.0) is None  # no 429 for long: the limit is forgotten
+
+    def test_the_found_rate_is_held_while_idle_not_forgotten(self) -> None:
+        finder = RateFinder()
+        for i in range(20):
+            finder.sent(100.0 + i * 0.01)
+        finder.rejected(100.19, 100.2)
+        w_max = finder.rate(100.2) / BETA  # type: ignore[operator]
+        assert finder.rate(100.2 + 600.0) == pytest.approx(CEILING * w_max)  # an idle 10 min
+
+    def test_the_ceiling_moves_only_while_sends_press_against_it(self) -> None:
+        finder = RateFinder()
+        for i in range(20):
+            finder.sent(100.0 + i * 0.01)
+        finder.rejected(100.19, 100.2)
+        w_max = finder.rate(100.2) / BETA  # type: ignore[operator]
+        later = 100.2 + 60.0
+        assert finder.rate(later) == pytest.approx(CEILING * w_max)  # idle: held
+        for i in range(int(CEILING * w_max) + 1):  # a second of sends at the ceiling
+            finder.sent(later - 0.9 + i / (CEILING * w_max + 1))
+        assert finder.rate(later) == pytest.approx(CEILING * CEILING * w_max)  # moved up
 
     def test_a_later_cut_uses_what_the_server_took_since_the_last(self) -> None:
         finder = RateFinder()
@@ -239,7 +258,7 @@ class TestRateDiscovery:
         for i in range(200):  # 10 s at 20/s, then one refused
             finder.sent(100.01 + i * 0.05)
         finder.rejected(110.0, 110.01)
-        assert finder.rate(110.01) == pytest.approx(BETA * 199 / 10.0, rel=0.02)
+        assert finder.rate(110.01) == pytest.approx(BETA * 199 / 11.0, rel=0.02)
 
     def test_the_controller_paces_at_the_found_rate(self) -> None:
         clock = Clock()
@@ -335,6 +354,7 @@ _LIMIT = "x-ratelimit-limit-requests"
 _REMAINING = "x-ratelimit-remaining-requests"
 
 BAD_HEADERS = {
+    "token limit of 1": {"x-ratelimit-limit-tokens": "1", "x-ratelimit-remaining-tokens": "0"},
     "zero limit": {_LIMIT: "0", _REMAINING: "0"},
     "negative limit": {_LIMIT: "-600", _REMAINING: "5"},
     "tiny limit": {_LIMIT: "1e-9", _REMAINING: "0"},
@@ -355,7 +375,7 @@ BAD_HEADERS = {
         "anthropic-ratelimit-requests-remaining": "0",
     },
     "anthropic bad reset": {
-        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-limit": "600",
         "anthropic-ratelimit-requests-remaining": "5",
         "anthropic-ratelimit-requests-reset": "yesterday-ish",
     },
@@ -367,18 +387,43 @@ BAD_HEADERS = {
 def test_no_header_can_break_or_stall_an_endpoint(
     headers: dict[str, str], status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    c = make(bridge.Limits())
+    clock = Clock()
+    c = make(bridge.Limits(), clock)
+    good = {_LIMIT: "600", _REMAINING: "500"}
+    c.on_response(sent(c), 200, good)  # what the server really allows: 10 per second
     with caplog.at_level(logging.WARNING, logger="bridge._admission"):
         for _ in range(3):
-            c.on_response(sent(c), status, headers, max_pause=5.0)
+            c.on_response(sent(c), status, headers, max_pause=2.0)
     rpm, tpm = c.rates
-    for rate in (rpm, tpm):
-        assert rate is None or 1 <= rate <= 1e11  # nothing absurd was adopted
-    # The endpoint still admits, within a bounded wait, every time.
-    waits = [wait_of(c) for _ in range(5)]
-    assert all(math.isfinite(w) and w <= 5.0 + 5 * 60 for w in waits)
+    assert rpm == 600  # nothing absurd replaced it
+    assert tpm is None or 100 <= tpm <= 1e11
+    clock.now += 2.0  # a pause the broken response asked for is over
+    c.on_response(sent(c), 200, good)
+    # The endpoint admits at its real rate again: 5 more requests within half a second.
+    assert max(wait_of(c) for _ in range(5)) <= 0.5
     bad = [r for r in caplog.records if "bad" in r.getMessage()]
     assert len(bad) <= len(headers)  # said once per header, not once per response
+
+
+def test_a_limit_is_the_median_of_recent_readings_and_a_change_voids_reservations() -> None:
+    clock = Clock()
+    c = make(bridge.Limits(), clock)
+    for _ in range(3):
+        c.on_response(sent(c), 200, {_LIMIT: "600", _REMAINING: "500"})
+    c.on_response(sent(c), 200, {_LIMIT: "1", _REMAINING: "0"})  # one proxy's broken header
+    c.on_response(sent(c), 200, {_LIMIT: "1", _REMAINING: "0"})  # and another
+    assert c.rates[0] == 600  # two broken readings in five do not move the median
+    for _ in range(3):  # most recent answers say it: the limit really changed
+        c.on_response(sent(c), 200, {_LIMIT: "60", _REMAINING: "0"})
+    assert c.rates[0] == 60
+    asleep = c._step(c._charges(NO_TOKENS), None)
+    assert asleep.wait > 0.5  # one a second now
+    for _ in range(3):
+        c.on_response(sent(c), 200, {_LIMIT: "600", _REMAINING: "500"})  # back up
+    assert c.rates[0] == 600
+    redone = c._step(c._charges(NO_TOKENS), asleep.epoch)
+    assert redone.reserved  # the sleeper's reservation was void: it reserves again
+    assert redone.wait <= 0.2  # at the real rate
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,13 @@ class TestRuns:
     ) -> None:
         requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
         invalid_utf8 = b'{"custom_id": "r8", "body": {"model": "m", "messages": "\xff\xfe"}}\n'
-        write_requests(requests, 20, bad={4: b"{not json\n", 8: invalid_utf8, 12: b"[1, 2]\n"})
+        deep = b"[" * 100_000 + b"]" * 100_000 + b"\n"
+        elsewhere = b'{"custom_id": "r16", "url": "@evil.example/v1/x", "body": {}}\n'
+        write_requests(
+            requests,
+            20,
+            bad={4: b"{not json\n", 8: invalid_utf8, 12: b"[1, 2]\n", 14: deep, 16: elsewhere},
+        )
         prices = ("--price-in", "1", "--price-out", "2")
         status, err = run_batch(requests, "-o", output, "--base-url", llm_server.base_url, *prices)
         lines = outputs(output)
@@ -95,14 +101,16 @@ class TestRuns:
         assert lines[4]["error"]["message"].startswith("line 5: invalid JSON")
         assert lines[8]["error"]["message"].startswith("line 9: invalid UTF-8 at byte 57")
         assert lines[12]["error"]["message"] == "line 13: not a JSON object"
-        good = [i for i in range(20) if i not in (4, 8, 12)]
+        assert lines[14]["error"]["message"] == "line 15: JSON nested too deeply to read"
+        assert "url must be a path" in lines[16]["error"]["message"]  # the key stays home
+        good = [i for i in range(20) if i not in (4, 8, 12, 14, 16)]
         assert [lines[i]["custom_id"] for i in good] == [f"r{i}" for i in good]
         assert all(status_of(lines[i]) == 200 for i in good)
-        assert admitted(llm_server) == 17
-        assert status == 1  # three lines failed
+        assert admitted(llm_server) == 15
+        assert status == 1  # five lines failed
         assert "line 5" in err
         assert "line 9" in err
-        assert "3 failed finally (invalid_request: 3" in err
+        assert "5 failed finally (invalid_request: 5" in err
         assert "estimated cost this run" in err
 
     @pytest.mark.llm_server(rpm=3000)

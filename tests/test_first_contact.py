@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import textwrap
 import uuid
 from typing import Any
 
@@ -186,19 +185,40 @@ def test_anthropic_input_and_output_limits_are_learned_and_settled() -> None:
 
 # -- 4. headers are untrusted input ------------------------------------------------------------
 
+# Each bad value has a test of its own against the controller (test_admission.py); here,
+# end to end, they come in two bundles, on every response and on a third of them.
 BROKEN = {
-    "zero limit": {"x-ratelimit-limit-requests": "0", "x-ratelimit-remaining-requests": "0"},
-    "tiny limit": {"x-ratelimit-limit-requests": "1e-9"},
-    "negative remaining": {"x-ratelimit-remaining-requests": "-50"},
-    "nan tokens": {"x-ratelimit-limit-tokens": "nan", "x-ratelimit-remaining-tokens": "nan"},
-    "garbage reset": {"x-ratelimit-reset-requests": "soon", "x-ratelimit-reset-tokens": "-1s"},
-    "huge retry-after": {"retry-after": "86400", "retry-after-ms": "86400000"},
-    "negative retry-after": {"retry-after": "-5", "retry-after-ms": "-5000"},
+    "zero-limits": {
+        "x-ratelimit-limit-requests": "0",
+        "x-ratelimit-remaining-requests": "-50",
+        "x-ratelimit-limit-tokens": "nan",
+        "x-ratelimit-remaining-tokens": "nan",
+        "x-ratelimit-reset-requests": "soon",
+        "retry-after": "86400",
+        "retry-after-ms": "86400000",
+    },
+    "tiny-limits": {
+        "x-ratelimit-limit-requests": "1e-9",
+        "x-ratelimit-limit-tokens": "1",
+        "x-ratelimit-reset-tokens": "-1s",
+        "retry-after": "-5",
+        "retry-after-ms": "-5000",
+    },
 }
 
 
-@pytest.mark.parametrize("overrides", BROKEN.values(), ids=BROKEN.keys())
-@pytest.mark.parametrize("rate", [1.0, 0.3], ids=["every-response", "some-responses"])
+@pytest.mark.parametrize(
+    ("overrides", "rate"),
+    [
+        *[
+            pytest.param(o, r, id=f"{name}-{label}")
+            for name, o in BROKEN.items()
+            for r, label in ((1.0, "every-response"), (0.3, "some-responses"))
+        ],
+        # Believable, but wrong on one response in ten: not believed, or soon corrected.
+        pytest.param({"x-ratelimit-limit-requests": "1"}, 0.1, id="one-rpm-some-responses"),
+    ],
+)
 def test_broken_headers_never_break_the_endpoint(overrides: dict[str, str], rate: float) -> None:
     with serve(
         rpm=600, tpm=600_000, latency=0.02, header_overrides=overrides, header_override_rate=rate
@@ -207,12 +227,12 @@ def test_broken_headers_never_break_the_endpoint(overrides: dict[str, str], rate
         client = bridge.openai(
             base_url=server.base_url,
             api_key=key,
-            retry=bridge.Retry(attempts=8, backoff=0.05, max_wait=2.0),
+            retry=bridge.Retry(attempts=8, backoff=0.05, max_wait=0.5),
         )
-        assert bridge.map(caller(client), range(30), concurrency=15) == [True] * 30
+        assert bridge.map(caller(client), range(20), concurrency=10) == [True] * 20
         # A new client on the same endpoint works too: nothing broke for good.
         again = bridge.openai(base_url=server.base_url, api_key=key)
-        assert bridge.map(caller(again), range(30, 35)) == [True] * 5
+        assert bridge.map(caller(again), range(20, 25)) == [True] * 5
     stats = endpoint_stats(key)
     assert stats.rpm is None or 1 <= stats.rpm <= 1e8
 
@@ -315,5 +335,29 @@ def test_a_refused_connection_is_a_connection_error_not_a_timeout(transport: str
     with pytest.raises(openai.APIConnectionError) as caught:
         bridge.run(caller(client)(0))
     assert not isinstance(caught.value, openai.APITimeoutError)
-    cause = textwrap.shorten(repr(caught.value.__cause__), 200)
-    assert "connect" in cause.lower()
+    cause = repr(caught.value.__cause__).lower()
+    assert "refused" in cause  # the cause is named, not guessed at
+
+
+def test_keys_in_the_query_are_endpoints_of_their_own(llm_server: SimulatedServer) -> None:
+    tag = uuid.uuid4().hex
+    for name in ("a", "b", "c"):
+        client = bridge.openai(
+            base_url=llm_server.base_url, api_key="sk-shared", default_query={"key": f"{tag}{name}"}
+        )
+        assert bridge.run(caller(client)(0))
+    labels = [s.endpoint for s in bridge.stats().values() if s.requests and tag not in s.endpoint]
+    ours = [s for s in bridge.stats().values() if s.endpoint in labels and s.requests == 1]
+    assert len(ours) >= 3  # three keys, three endpoints, one request each
+    assert all(tag not in label for label in labels)
+
+
+def test_a_password_in_the_base_url_gets_a_clear_error_with_aiohttp(
+    llm_server: SimulatedServer,
+) -> None:
+    client = bridge.openai(
+        base_url=llm_server.base_url.replace("http://", "http://alice:pw@"), api_key=new_key()
+    )
+    with pytest.raises(ValueError, match="take them out of base_url"):
+        bridge.run(caller(client)(0))
+    assert llm_server.stats()["requests"] == 0

@@ -33,8 +33,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -68,6 +70,8 @@ logger = logging.getLogger(__name__)
 #: and how much of the excess each clean answer takes back.
 MAX_TOKEN_SCALE = 4.0
 SCALE_DECAY = 0.01
+#: The limit in force is the median of this many of the latest readings of it.
+LIMIT_READINGS = 5
 #: The pause when a 429 names no wait.
 DEFAULT_PAUSE = 1.0
 #: Requests a fresh endpoint lets overlap before it knows its limits: more than a view's
@@ -142,6 +146,8 @@ class Controller:
         self._paused_until = 0.0
         self._epoch = 0
         self._complained: set[str] = set()
+        self._readings: dict[str, deque[float]] = {}  # see _adopt
+        self._sleepers: set[Callable[[], None]] = set()  # see _sleep_async/_sleep_sync
         self._token_scale = 1.0  # see _scale_tokens
         self._scaled_at = -math.inf
         self._store = store
@@ -210,7 +216,7 @@ class Controller:
             if wait <= 0:
                 return
             epoch = step.epoch
-            await asyncio.sleep(wait)
+            await self._sleep_async(wait)
 
     def _pace_sync(self, charges: dict[str, int]) -> None:
         epoch: int | None = None
@@ -224,7 +230,42 @@ class Controller:
             if wait <= 0:
                 return
             epoch = step.epoch
-            time.sleep(wait)
+            self._sleep_sync(wait)
+
+    async def _sleep_async(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until a new epoch voids the reservation being waited on."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(_resolve, woken)
+
+        with self._lock:
+            self._sleepers.add(wake)
+        try:
+            await asyncio.wait((woken,), timeout=seconds)
+        finally:
+            with self._lock:
+                self._sleepers.discard(wake)
+            woken.cancel()
+
+    def _sleep_sync(self, seconds: float) -> None:
+        woken = threading.Event()
+        with self._lock:
+            self._sleepers.add(woken.set)
+        try:
+            woken.wait(seconds)
+        finally:
+            with self._lock:
+                self._sleepers.discard(woken.set)
+
+    def _wake_sleepers(self) -> None:
+        # Under self._lock: every reservation was just voided; sleeping on one is pointless.
+        for wake in list(self._sleepers):
+            try:
+                wake()
+            except RuntimeError:  # its loop is closed; that sleeper is gone anyway
+                self._sleepers.discard(wake)
 
     def _step(self, charges: Mapping[str, int], epoch: int | None) -> _Step:
         """Reserve (again, if a pause began since ``epoch``), or confirm a reservation."""
@@ -333,6 +374,7 @@ class Controller:
             bucket = self._buckets.get("requests")
             if bucket is not None:
                 bucket.level = 0.0
+            self._wake_sleepers()
 
     def settle_tokens(self, ticket: Ticket, used_in: int | None, used_out: int | None) -> None:
         """Count ``usage``, and settle the buckets that the provider settles.
@@ -370,6 +412,7 @@ class Controller:
             for bucket in self._buckets.values():
                 bucket.reserve(0, now)
                 bucket.hold_back(seconds)
+            self._wake_sleepers()
         logger.info("%s: 429, pausing %.3f s", self.endpoint.label, seconds)
 
     def _widen(self) -> None:
@@ -436,12 +479,24 @@ class Controller:
         bucket.level = min(bucket.level, remaining - since)
 
     def _adopt(self, kind: str, per_minute: float, now: float) -> Bucket:
+        """The bucket for a limit the server told; a new limit voids the reservations.
+
+        The limit in force is the median of the last few readings, so one broken header
+        (a proxy's, a gateway's) now and then cannot slow the endpoint down, nor speed it
+        up; a real change is taken as soon as most recent answers say it.
+        """
+        readings = self._readings.setdefault(kind, deque(maxlen=LIMIT_READINGS))
+        readings.append(per_minute)
+        per_minute = statistics.median(readings)
         bucket = self._buckets.get(kind)
-        if bucket is not None and bucket.rate * 60.0 == per_minute:
+        if bucket is not None and abs(bucket.rate * 60.0 - per_minute) < 1e-6 * per_minute:
             bucket.reserve(0, now)
             return bucket
-        level = None if bucket is None else bucket.level
-        fresh = self._buckets[kind] = Bucket(per_minute, now, level)
+        # Voided reservations leave no debt: from empty, as after a discovery cut.
+        fresh = self._buckets[kind] = Bucket(per_minute, now, None if bucket is None else 0.0)
+        if bucket is not None:  # reservations made at the old rate are void; redo them now
+            self._epoch += 1
+            self._wake_sleepers()
         log = logger.info if bucket is None else logger.debug
         log("%s: learned a %s limit of %g per minute", self.endpoint.label, kind, per_minute)
         return fresh
@@ -485,6 +540,11 @@ class Controller:
 
 _registry: dict[Endpoint, Controller] = {}
 _registry_lock = threading.Lock()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def controller_for(

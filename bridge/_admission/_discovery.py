@@ -7,17 +7,20 @@ bucket whose rate follows CUBIC.
 
 - **Decrease.** A 429 for a request sent after the last decrease is a new congestion
   event: ``w_max`` becomes the rate the server took since the last event (requests sent,
-  less those it refused, over the time since; at the first event, over the last second),
-  and the rate drops to ``BETA * w_max``. 429s for requests sent before the decrease
-  belong to the same event and cut nothing more, as TCP counts one loss per window. The
-  rate actually sent is not used: a provider's bucket hides a second or so of excess, so
-  by the time it refuses, the sending rate overstates what it takes.
+  less those it refused, over the time since plus one second: the quota the server's
+  bucket held at the start), and the rate drops to ``BETA * w_max``. 429s for requests
+  sent before the decrease belong to the same event and cut nothing more, as TCP counts
+  one loss per window. The rate actually sent is not used: a provider's bucket hides a
+  second or so of excess, so by the time it refuses, the sending rate overstates what it
+  takes.
 - **Increase.** The rate then grows as CUBIC: quickly back towards ``w_max`` (in
   ``K`` seconds, whatever the scale), flat around it, then faster beyond it, probing for
   more. The growth is scale-free, so a 30-per-minute server and a 30,000-per-minute one
   are probed alike.
-- **Forgetting.** Once the rate has grown to twice ``w_max`` with no 429, the limit is
-  gone (or was a passing one): the endpoint goes unpaced until the next 429.
+- **Holding.** The rate grows to twice ``w_max`` at most and stays there while the
+  endpoint is idle, so a burst after a quiet minute is paced, not a storm. Only while
+  requests are actually sent near that ceiling without a 429 does it move up (the
+  ceiling becomes the new ``w_max``), so a limit that was raised is found again.
 
 See docs/limits.md for why this, and not Google SRE's client-side throttling (which sheds
 requests by failing them) or plain AIMD (whose linear growth is slow to recover).
@@ -38,6 +41,8 @@ BETA: Final = 0.7
 GROWTH: Final = 0.02
 #: The window over which the first event counts what the server let through.
 WINDOW: Final = 1.0
+#: The rate grows to this multiple of ``w_max`` without a 429, and is held there.
+CEILING: Final = 2.0
 #: Never pace slower than one request a minute.
 MIN_RATE: Final = 1.0 / 60.0
 _K: Final = ((1.0 - BETA) / GROWTH) ** (1.0 / 3.0)
@@ -49,50 +54,59 @@ class RateFinder:
     def __init__(self) -> None:
         self._w_max = 0.0
         self._event_at = -math.inf
+        self._since = math.inf  # the start of what the next cut measures
+        self._span = WINDOW  # what the last cut divided by
         self._first = True
         self._sends: deque[float] = deque()
-        self._sent_since = 0  # since the last event
+        self._sent_since = 0
         self._refused_since = 0
 
     @property
     def active(self) -> bool:
-        """True between a 429 and the moment the found rate is forgotten."""
+        """True once a 429 has set a rate (it is then held, never forgotten)."""
         return self._event_at > -math.inf
 
     def sent(self, now: float) -> None:
         """Count a request sent."""
+        self._since = min(self._since, now)
         self._sent_since += 1
         self._sends.append(now)
+        self._recent(now)
+
+    def _recent(self, now: float) -> int:
+        """Requests sent in the last second."""
         while self._sends and self._sends[0] < now - WINDOW:
             self._sends.popleft()
+        return len(self._sends)
 
     def rejected(self, sent_at: float, now: float) -> bool:
         """A 429 answered a request sent at ``sent_at``; True if the rate was cut."""
         if sent_at <= self._event_at:
-            if self._first:  # the first event's count was made before these came back
-                self._w_max = max(MIN_RATE, self._w_max - 1.0 / WINDOW)
+            if self._first:  # the first cut's count was made before these came back
+                self._w_max = max(MIN_RATE, self._w_max - 1.0 / self._span)
                 return True
             return False
         self._refused_since += 1
-        if self.active:
-            span = max(WINDOW, now - self._event_at)
-            taken = self._sent_since - self._refused_since
-            self._first = False
-        else:
-            span = WINDOW
-            taken = sum(1 for t in self._sends if t >= now - WINDOW) - 1
-        self._w_max = max(MIN_RATE, taken / span)
-        self._event_at = now
+        # What the server took, over the time it took it plus the second of quota its
+        # bucket held at the start: an opening burst (or the quota saved up while the
+        # rate recovered) is not mistaken for a rate.
+        self._span = max(0.0, now - self._since) + WINDOW
+        self._w_max = max(MIN_RATE, (self._sent_since - self._refused_since) / self._span)
+        self._first = not self.active
+        self._event_at = self._since = now
         self._sent_since = self._refused_since = 0
         return True
 
     def rate(self, now: float) -> float | None:
-        """Requests per second to send at now, or None when there is no limit to keep."""
+        """Requests per second to send at now, or None before the first 429."""
         if not self.active:
             return None
-        elapsed = now - self._event_at
-        rate = self._w_max * (1.0 + GROWTH * (elapsed - _K) ** 3)
-        if rate >= 2.0 * self._w_max:
-            self._event_at, self._first = -math.inf, True
-            return None
-        return max(MIN_RATE, rate)
+        rate = self._w_max * (1.0 + GROWTH * (now - self._event_at - _K) ** 3)
+        if rate < CEILING * self._w_max:
+            return max(MIN_RATE, rate)
+        if self._recent(now) >= 0.75 * CEILING * self._w_max:
+            # Sending near the ceiling and still no 429: the limit is higher; probe on
+            # from here, as if the ceiling had been the last good rate.
+            self._w_max *= CEILING
+            self._event_at = now - _K
+        return CEILING * self._w_max

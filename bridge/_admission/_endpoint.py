@@ -35,7 +35,7 @@ def endpoint_of(url: str, secret: str) -> Endpoint:
     """The endpoint of a request URL: origin plus the path up to ``/v1``, and the key hash.
 
     User-info (``user:password@``) and the query never reach the label; credentials in the
-    query count as the key when no key header was sent.
+    query are part of the key, beside the key header's.
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -47,7 +47,8 @@ def endpoint_of(url: str, secret: str) -> Endpoint:
     path = parts.path
     index = path.find("/v1/")
     prefix = path[: index + 3] if index >= 0 else ("/v1" if path == "/v1" else "")
-    secret = secret or _query_secret(parts.query)
+    query = _query_secret(parts.query)
+    secret = f"{secret}|{query}" if query else secret
     digest = hashlib.sha256(secret.encode()).hexdigest()[:12] if secret else "none"
     return Endpoint(f"{parts.scheme}://{host}{port}{prefix}", digest)
 

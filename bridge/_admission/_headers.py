@@ -22,6 +22,14 @@ __all__ = ["KINDS", "Complain", "Reading", "read_limits", "retry_after"]
 
 #: The quotas a provider may report, as the controller names its buckets.
 KINDS: Final = ("requests", "tokens", "input_tokens", "output_tokens")
+#: Per-minute limits below these are not believed: one request a minute is a real free
+#: tier, but a hundred tokens a minute would not fit one request.
+MIN_LIMITS: Final = {
+    "requests": 1.0,
+    "tokens": 100.0,
+    "input_tokens": 100.0,
+    "output_tokens": 100.0,
+}
 #: Per-minute limits above these are not believed (OpenAI's largest tiers are far below).
 MAX_LIMITS: Final = {
     "requests": 1e8,
@@ -57,7 +65,8 @@ class Reading:
 def read_limits(headers: Mapping[str, str], complain: Complain) -> list[Reading]:
     """Every quota in ``headers`` whose values make sense; bad ones are reported, not used.
 
-    A limit must be a finite number from 1 to :data:`MAX_LIMITS`; a remaining below 0 is
+    A limit must be a finite number within :data:`MIN_LIMITS` and :data:`MAX_LIMITS`; a
+    remaining below 0 is
     taken as 0, one above the limit as the limit.
     """
     readings = []
@@ -84,7 +93,7 @@ def _reading(
     remaining = _number(remaining_name, remaining_text, complain)
     if limit is None or remaining is None:
         return None
-    if not 1 <= limit <= MAX_LIMITS[kind]:
+    if not MIN_LIMITS[kind] <= limit <= MAX_LIMITS[kind]:
         complain(limit_name, f"a limit of {limit_text!r} per minute is not believable; ignored")
         return None
     if not 0 <= remaining <= limit:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import re
 import ssl
 import threading
@@ -148,6 +149,12 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         controller = self._controller(request)
         inner = self._inner()
+        if request.url.userinfo and _is_aiohttp(inner):
+            raise ValueError(
+                "the base URL holds a user name or password (user:password@host), which the "
+                "aiohttp transport cannot send beside the API key's header: take them out of "
+                "base_url and pass the key as api_key, or use transport='httpx'"
+            )
         attempts = self._retry.attempts
         # Most requests succeed first time, and tenacity's machinery costs about a tenth of
         # a zero-latency request's client time, so the first attempt runs outside it.
@@ -182,8 +189,8 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
         try:
             try:
                 response = await inner.handle_async_request(request)
-            except httpx2.ConnectTimeout as exc:
-                raise _honest(exc) from exc.__cause__
+            except (httpx2.ConnectTimeout, httpx2.ConnectError) as exc:
+                raise _honest(exc, request) from exc
             headers = _plain(response.headers)
             controller.on_response(
                 ticket, response.status_code, headers, max_pause=self._retry.max_wait
@@ -196,7 +203,7 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
                 try:
                     await response.aread()
                 except httpx2.ConnectTimeout as exc:
-                    raise _honest(exc) from exc.__cause__
+                    raise _honest(exc, request) from exc.__cause__
                 _settle(controller, ticket, response.content)
         except BaseException:
             controller.finish(ticket)
@@ -412,6 +419,10 @@ def ssl_context() -> ssl.SSLContext:
     return httpx2.create_ssl_context()
 
 
+def _is_aiohttp(transport: httpx2.AsyncBaseTransport) -> bool:
+    return type(transport).__name__ == "AiohttpTransport"
+
+
 def _aiohttp_transport_class() -> Any:
     # The SDKs vendor the httpx2 flavour of httpx-aiohttp (their `aiohttp` extra).
     for module in ("openai._vendor.httpx_aiohttp", "anthropic._vendor.httpx_aiohttp"):
@@ -437,7 +448,9 @@ def _controller_for(request: httpx2.Request, limits: Limits) -> Controller:
     # hash(), not the key itself: the raw key is never kept, not even in this cache (nor
     # the URL's user-info: host and port only).
     prefix = path[:cut] if cut >= 0 else path
-    cache_key = (limits, url.raw_scheme, url.raw_host, url.port, prefix, hash(raw_key))
+    # A key in the query (?key=...) is part of the endpoint too (endpoint_of picks it out).
+    credential = hash((raw_key, url.query))
+    cache_key = (limits, url.raw_scheme, url.raw_host, url.port, prefix, credential)
     controller = _controllers.get(cache_key)
     if controller is None:
         if len(_controllers) >= _CACHE_SIZE:
@@ -474,22 +487,38 @@ def _plain(headers: httpx2.Headers) -> dict[str, str]:
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers.raw}
 
 
-def _honest(exc: httpx2.ConnectTimeout) -> httpx2.TransportError:
-    """The error that really happened, where aiohttp's adapter says "connect timeout".
+def _honest(
+    exc: httpx2.TransportError, request: httpx2.Request | None = None
+) -> httpx2.TransportError:
+    """The error that really happened, named, where the transport says less or other.
 
     The SDKs' vendored aiohttp adapter maps every ``aiohttp.ClientConnectionError`` (a
     refused connection, a server that hung up) to ``ConnectTimeout``, which the SDK then
-    reports as "Request timed out". Real timeouts keep their type.
+    reports as "Request timed out"; httpx2's own says "All connection attempts failed".
+    Both keep the operating system's error in their chain: that is what is named. Real
+    timeouts keep their type.
     """
-    cause = exc.__cause__
-    if cause is None or isinstance(cause, TimeoutError):
-        return exc
-    os_error = getattr(cause, "os_error", None)
-    if isinstance(os_error, OSError):  # aiohttp.ClientConnectorError: never connected
-        where = f"{getattr(cause, 'host', '?')}:{getattr(cause, 'port', '?')}"
-        reason = os_error.strerror or type(os_error).__name__
+    os_error = _os_error(exc)
+    if os_error is not None:
+        where = "the server" if request is None else f"{request.url.host}:{request.url.port or ''}"
+        reason = os.strerror(os_error.errno) if os_error.errno else str(os_error)
         return httpx2.ConnectError(f"cannot connect to {where}: {reason}")
-    return httpx2.RemoteProtocolError(f"the server closed the connection: {cause}")
+    cause = exc.__cause__
+    if isinstance(exc, httpx2.ConnectTimeout) and not isinstance(cause, TimeoutError | None):
+        return httpx2.RemoteProtocolError(f"the server closed the connection: {cause}")
+    return exc
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The first operating-system error with an errno in ``exc``'s chain, if a timeout isn't."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # chains are short; this bounds a cyclic one
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if seen is None or isinstance(seen, TimeoutError):
+            return None
+        if isinstance(seen, OSError) and seen.errno:
+            return seen
+    return None
 
 
 def _retry_status(controller: Controller, status: int, headers: Mapping[str, str]) -> NoReturn:

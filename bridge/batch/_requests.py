@@ -59,16 +59,41 @@ def parse_line(number: int, text: str) -> Request:
         data = json.loads(text)
     except ValueError as exc:
         return Request(number, fallback, DEFAULT_URL, None, f"line {number}: invalid JSON: {exc}")
+    except RecursionError:
+        why = f"line {number}: JSON nested too deeply to read"
+        return Request(number, fallback, DEFAULT_URL, None, why)
     if not isinstance(data, dict):
         return Request(number, fallback, DEFAULT_URL, None, f"line {number}: not a JSON object")
     if "body" not in data:  # a bare request body, as the cookbook processor takes
         return Request(number, fallback, DEFAULT_URL, data)
-    body, method = data["body"], str(data.get("method", "POST")).upper()
-    custom_id = str(data.get("custom_id", fallback))
-    if not isinstance(body, dict) or method != "POST":
-        why = "body is not a JSON object" if method == "POST" else f"method {method} (not POST)"
-        return Request(number, custom_id, DEFAULT_URL, None, f"line {number}: {why}")
-    return Request(number, custom_id, str(data.get("url", DEFAULT_URL)), body)
+    return _batch_line(number, data, str(data.get("custom_id", fallback)))
+
+
+def _batch_line(number: int, data: dict[str, Any], custom_id: str) -> Request:
+    """A Batch API line: ``custom_id``, ``method``, ``url`` and ``body``."""
+    body, method, url = data["body"], str(data.get("method", "POST")).upper(), data.get("url")
+    if method != "POST":
+        why = f"method {method} (not POST)"
+    elif not isinstance(body, dict):
+        why = "body is not a JSON object"
+    elif url is not None and not _is_path(url):
+        # Appended to the base URL with the API key in a header: "@evil.example/x" or
+        # ".evil.example" would send that key to another host.
+        why = f"url must be a path on the base URL such as {DEFAULT_URL}, got {url!r}"[:200]
+    else:
+        return Request(number, custom_id, url or DEFAULT_URL, body)
+    return Request(number, custom_id, DEFAULT_URL, None, f"line {number}: {why}")
+
+
+def _is_path(url: object) -> bool:
+    return (
+        isinstance(url, str)
+        and url.startswith("/")
+        and not url.startswith("//")
+        and not any(c in url for c in "@\\?#")
+        and url.isprintable()
+        and " " not in url
+    )
 
 
 def request_key(request: Request) -> str:
