@@ -245,6 +245,11 @@ class Size(str, enum.Enum):
     SMALL = "small"
 
 
+class Perm(enum.Flag):
+    R = 1
+    W = 2
+
+
 @dataclasses.dataclass(frozen=True)
 class Point:
     x: int
@@ -395,6 +400,8 @@ class TestResults:
             Level.LOW,
             Colour.RED,
             Size.SMALL,
+            Perm.R | Perm.W,  # a combination: no single name
+            Perm(0),  # no name at all
             (1, [2, (3,)]),
             {1, 2},
             frozenset({"a"}),

@@ -25,6 +25,9 @@ POSTGRES = {
     "USER": os.environ.get("PGUSER", "postgres"),
     "PASSWORD": os.environ.get("PGPASSWORD", ""),
     "ATOMIC_REQUESTS": True,
+    # A test database of this run's own: two runs on one shared server must not drop
+    # each other's (Django's default name, test_<NAME>, is the same for every run).
+    "TEST": {"NAME": f"test_bridge_{os.getpid()}"},
 }
 
 BRIDGE = {

@@ -50,7 +50,9 @@ def _encode(value: Any) -> Any:  # noqa: PLR0911 - one branch per kind
     if kind is dict:
         return _encode_dict(value)
     if isinstance(value, enum.Enum):
-        return {_TAG: "enum", "cls": _class_path(kind, value), "name": value.name}
+        # By value, not name: a Flag combination (R|W) or a zero Flag has no single name,
+        # and the class rebuilds any member from its value.
+        return {_TAG: "enum", "cls": _class_path(kind, value), "value": _encode(value.value)}
     dump = getattr(value, "model_dump", None)
     if callable(dump) and hasattr(kind, "model_validate"):
         data = dump(mode="json")
@@ -137,7 +139,8 @@ def _decode(data: Any) -> Any:  # noqa: PLR0911 - one branch per tag
     if tag == "bytes":
         return bytes.fromhex(data["hex"])
     if tag == "enum":
-        return _resolve(data["cls"])[data["name"]]
+        cls = _resolve(data["cls"])
+        return cls(_decode(data["value"])) if "value" in data else cls[data["name"]]
     if tag == "pydantic":
         return _resolve(data["cls"]).model_validate(data["data"])
     items = [_decode(v) for v in data["items"]]
