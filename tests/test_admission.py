@@ -4,7 +4,7 @@ rate discovery, learning from headers, token accounting, and headers as untruste
 These drive one :class:`Controller` through its admission interface (``admit_sync``,
 ``on_response``, ``settle_tokens``, ``snapshot``) and read what a request would wait from
 ``_step``, the one pure decision step; the end-to-end behaviour against the simulated
-server is in test_clients.py and test_rate_finding.py.
+server is in test_clients.py and test_first_contact.py.
 """
 
 from __future__ import annotations

@@ -118,10 +118,20 @@ def test_a_server_without_headers_is_not_stormed(
 
 @pytest.mark.parametrize("accounting", ["sum", "max", "usage"])
 def test_tokens_charged_up_front_cost_no_429s_once_learned(accounting: str) -> None:
-    """A server charging prompt + max_tokens (or the larger) up front, never refunding."""
+    """Each provider's accounting, end to end: the server charges the sum (Azure), the
+    maximum (OpenAI) or the usage, and the bridge is told the same. A 300-character prompt
+    (about 75 tokens) with max_tokens 200 makes them differ: 275, 200, or ~100 settled."""
     with serve(tpm=200_000, latency=0.05, token_accounting=accounting) as server:
-        client = bridge.openai(base_url=server.base_url, api_key=new_key())
-        call = caller(client, max_tokens=200)
+        client = bridge.openai(
+            base_url=server.base_url,
+            api_key=new_key(),
+            limits=bridge.Limits(token_accounting=accounting),  # type: ignore[arg-type]
+        )
+        padded = caller(client, max_tokens=200)
+
+        async def call(i: int) -> bool:
+            return bool(await padded(f"{i} " + "x" * 300))
+
         cold = bridge.map(call, range(40), concurrency=30, return_exceptions=True)
         assert cold == [True] * 40
         assert statuses(server).get("429", 0) <= OPENING_WINDOW  # the opening burst at most
