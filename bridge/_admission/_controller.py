@@ -139,7 +139,8 @@ class Controller:
         self._totals = dict.fromkeys(KINDS, 0)
         self._cap = limits.max_in_flight
         # Limits to learn: open with a bounded window until the first answers say more.
-        self._opening = limits.learns and self._cap > OPENING_WINDOW
+        learning = limits.rpm is LEARN or limits.tpm is LEARN
+        self._opening = learning and self._cap > OPENING_WINDOW
         self._gate = Gate(OPENING_WINDOW if self._opening else self._cap)
         self._finder = RateFinder()
         self._discovering = limits.rpm is LEARN  # until headers tell the request limit

@@ -29,6 +29,8 @@ logger = logging.getLogger("bridge")
 SDKS = ("openai", "anthropic")
 
 _done: dict[str, bool] = {}
+#: Where the warm-up's requests go: nowhere, a mock transport answers them.
+_OFFLINE_HOST = "preload.invalid"
 _lock = threading.Lock()
 
 
@@ -104,11 +106,25 @@ def _import_stack() -> None:
     ssl_context()  # CA certificates, loaded once for every pool and every forked worker
 
 
+class _NotTheWarmUp(logging.Filter):
+    """The SDKs' HTTP stack logs every request; the offline warm-up's is nobody's business."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _OFFLINE_HOST not in record.getMessage()
+
+
 def _warm(name: str, warmer: Callable[[], None]) -> None:
+    quiet = _NotTheWarmUp()
+    loggers = [logging.getLogger(n) for n in ("httpx2", "openai", "anthropic")]
+    for log in loggers:
+        log.addFilter(quiet)
     try:
         warmer()
     except Exception:  # an SDK whose API moved on still imported; say so, don't fail
         logger.warning("preloading %s imported it but could not warm it up", name, exc_info=True)
+    finally:
+        for log in loggers:
+            log.removeFilter(quiet)
 
 
 def _offline(sdk_client: Callable[..., Any], base_url: str, reply: dict[str, Any]) -> Any:
@@ -154,14 +170,14 @@ _MESSAGE_REPLY = {
 def _warm_openai() -> None:
     import openai  # noqa: PLC0415 - optional dependency
 
-    with _offline(openai.OpenAI, "http://preload.invalid/v1", _CHAT_REPLY) as client:
+    with _offline(openai.OpenAI, f"http://{_OFFLINE_HOST}/v1", _CHAT_REPLY) as client:
         client.chat.completions.create(model="preload", messages=_MESSAGES, max_tokens=1)
 
 
 def _warm_anthropic() -> None:
     import anthropic  # noqa: PLC0415 - optional dependency
 
-    with _offline(anthropic.Anthropic, "http://preload.invalid", _MESSAGE_REPLY) as client:
+    with _offline(anthropic.Anthropic, f"http://{_OFFLINE_HOST}", _MESSAGE_REPLY) as client:
         client.messages.create(model="preload", messages=_MESSAGES, max_tokens=1)
 
 

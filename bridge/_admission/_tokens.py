@@ -81,11 +81,17 @@ def estimate(method: str, path: str, content: bytes) -> Estimate:
 
 
 def _output_cap(body: dict[str, object]) -> int:
-    for name in ("max_completion_tokens", "max_output_tokens", "max_tokens"):
-        value = body.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return DEFAULT_OUTPUT_ESTIMATE
+    """The reply's cap, times the completions asked for (``n``, Azure's ``best_of``)."""
+    caps = [
+        _count(body.get(n)) for n in ("max_completion_tokens", "max_output_tokens", "max_tokens")
+    ]
+    cap = next((c for c in caps if c), DEFAULT_OUTPUT_ESTIMATE)
+    return cap * max(_count(body.get("n")), _count(body.get("best_of")), 1)
+
+
+def _count(value: object) -> int:
+    """A positive whole number from a request body, or 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _texts(value: object, depth: int = 0) -> Iterator[str]:
