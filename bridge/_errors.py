@@ -5,6 +5,7 @@ inside your own coroutines reach you unchanged, with their own type::
 
     BridgeError
     ├── ReentrancyError      (also a RuntimeError)
+    ├── DeadlineExceeded     (also a TimeoutError)
     ├── BridgeClosedError    (also a RuntimeError)
     ├── ForeignLoopError     (also a RuntimeError)
     ├── RateLimitStoreError  (also a ConnectionError)
@@ -23,6 +24,7 @@ __all__ = [
     "BridgeClosedError",
     "BridgeError",
     "BridgeWarning",
+    "DeadlineExceeded",
     "ForeignLoopError",
     "JournalLockedError",
     "JournalMismatchError",
@@ -43,6 +45,31 @@ class ReentrancyError(BridgeError, RuntimeError):
     Blocking there would deadlock the loop that has to do the work, so the call
     is refused: inside a coroutine, ``await`` the awaitable directly instead.
     """
+
+
+class DeadlineExceeded(BridgeError, TimeoutError):  # noqa: N818 - named as callers say it
+    """A bridge call cannot finish before the ``bridge.deadline()`` in force.
+
+    Raised at once, without sending, when admission would wait past the deadline (the
+    message says how long, and why: a 429 pause, the RPM or TPM limit, or the window of
+    requests in flight), or when the deadline passes while a call runs. Catch it to
+    answer "try again later" (a 503 with ``Retry-After``) instead of a worker timeout.
+    """
+
+
+def surfaced(error: BaseException) -> BaseException:
+    """``error``, or the :class:`DeadlineExceeded` an SDK wrapped in it.
+
+    The SDKs turn any exception their transport raises into their own connection error
+    (``openai.APIConnectionError`` from ``DeadlineExceeded``); the bridge's calls hand the
+    caller the deadline error it can act on.
+    """
+    seen: BaseException | None = error
+    for _ in range(4):  # an SDK wraps once or twice; more is not a wrapping
+        if seen is None or isinstance(seen, DeadlineExceeded):
+            return seen or error
+        seen = seen.__cause__
+    return error
 
 
 class BridgeClosedError(BridgeError, RuntimeError):

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from .. import _process
+from .._core._scope import deadline_at
+from .._errors import DeadlineExceeded
 from ._buckets import BUCKET_SECONDS, Bucket
 from ._discovery import RateFinder
 from ._endpoint import Endpoint, endpoint_of
@@ -163,15 +165,21 @@ class Controller:
         """Wait for a slot and for the rate limits; the caller must :meth:`finish` it.
 
         ``estimate`` gives the request's tokens; it is called once the slot is granted.
+
+        Raises:
+            DeadlineExceeded: the ``bridge.deadline()`` in force would pass first; decided
+                at once when the expected wait says so, and nothing is sent either way.
         """
+        deadline = self._check_deadline(estimate)
         self.stats.add(queued=1)
         try:
-            await self._gate.enter_async()
+            if not await self._gate.enter_async(_left(deadline)):
+                raise self._late("the window of requests in flight")
             try:
                 # Estimated after the slot is granted: an answer meanwhile may have taught
                 # this endpoint a token limit, and a request admitted uncharged would pass it.
                 charges = self._charges(estimate())
-                await self._pace_async(charges)
+                await self._pace_async(charges, deadline)
             except BaseException:
                 self._gate.leave()
                 raise
@@ -181,20 +189,62 @@ class Controller:
 
     def admit_sync(self, estimate: Callable[[], Estimate]) -> Ticket:
         """The blocking twin of :meth:`admit_async`, for sync clients in threads."""
+        deadline = self._check_deadline(estimate)
         self.stats.add(queued=1)
         try:
-            self._gate.enter_sync()
+            if not self._gate.enter_sync(_left(deadline)):
+                raise self._late("the window of requests in flight")
             try:
-                # Estimated after the slot is granted: an answer meanwhile may have taught
-                # this endpoint a token limit, and a request admitted uncharged would pass it.
-                charges = self._charges(estimate())
-                self._pace_sync(charges)
+                charges = self._charges(estimate())  # after the slot: see admit_async
+                self._pace_sync(charges, deadline)
             except BaseException:
                 self._gate.leave()
                 raise
         finally:
             self.stats.add(queued=-1)
         return self._ticket(charges)
+
+    def _check_deadline(self, estimate: Callable[[], Estimate]) -> float | None:
+        """The deadline in force, after failing at once if admission would pass it."""
+        deadline = deadline_at()
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()  # deadlines are on the monotonic clock
+        wait, why = self.expected_wait(self._charges(estimate()))
+        if wait > left:
+            raise DeadlineExceeded(
+                f"{self.endpoint.label}: admission would wait about {wait:.2f} s for {why}, "
+                f"but the deadline leaves {max(left, 0.0):.2f} s; the request was not sent"
+            )
+        return deadline
+
+    def _late(self, why: str) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"{self.endpoint.label}: the deadline passed while waiting for {why}; "
+            "the request was not sent"
+        )
+
+    def expected_wait(self, charges: Mapping[str, int]) -> tuple[float, str]:
+        """How long a request with ``charges`` would wait for admission now, and for what.
+
+        From the pause, every bucket (their level already counts the requests queued
+        ahead), and the window of requests in flight (the line ahead, at the typical
+        latency). An estimate: it decides whether trying is worth it under a deadline.
+        """
+        with self._lock:
+            now = self._clock()
+            waits = [(self._paused_until - now, "a 429 pause")]
+            for kind, bucket in self._buckets.items():
+                level = min(bucket.capacity, bucket.level + (now - bucket.stamp) * bucket.rate)
+                need = charges.get(kind, 0) - level
+                waits.append((need / bucket.rate, _WHY[kind]))
+        gate = self._gate
+        if gate.active >= gate.limit:
+            typical = self.stats.typical_latency() or 0.0
+            line = (gate.waiting + 1) / gate.limit
+            waits.append((line * typical, f"the window of {gate.limit} requests in flight"))
+        wait, why = max(waits)
+        return max(0.0, wait), why
 
     def _charges(self, estimate: Estimate) -> dict[str, int]:
         charges = {"requests": 1, **estimate.charges(self.accounting)}
@@ -204,7 +254,7 @@ class Controller:
                 charges[kind] = math.ceil(charges[kind] * scale)
         return charges
 
-    async def _pace_async(self, charges: dict[str, int]) -> None:
+    async def _pace_async(self, charges: dict[str, int], deadline: float | None) -> None:
         epoch: int | None = None
         while True:
             step = self._step(charges, epoch)
@@ -216,10 +266,13 @@ class Controller:
                 )
             if wait <= 0:
                 return
+            if deadline is not None and time.monotonic() + wait > deadline:
+                self._unreserve(charges, step.epoch)
+                raise self._late("the rate limits")
             epoch = step.epoch
             await self._sleep_async(wait)
 
-    def _pace_sync(self, charges: dict[str, int]) -> None:
+    def _pace_sync(self, charges: dict[str, int], deadline: float | None) -> None:
         epoch: int | None = None
         while True:
             step = self._step(charges, epoch)
@@ -230,8 +283,19 @@ class Controller:
                 )
             if wait <= 0:
                 return
+            if deadline is not None and time.monotonic() + wait > deadline:
+                self._unreserve(charges, step.epoch)
+                raise self._late("the rate limits")
             epoch = step.epoch
             self._sleep_sync(wait)
+
+    def _unreserve(self, charges: Mapping[str, int], epoch: int) -> None:
+        """Give back a reservation that will not be used (unless a new epoch voided it)."""
+        with self._lock:
+            if epoch != self._epoch or (self._store is not None and not self._store.failed):
+                return
+            for kind, bucket in self._buckets.items():
+                bucket.give_back(charges.get(kind, 0))
 
     async def _sleep_async(self, seconds: float) -> None:
         """Sleep ``seconds``, or until a new epoch voids the reservation being waited on."""
@@ -541,6 +605,18 @@ class Controller:
 
 _registry: dict[Endpoint, Controller] = {}
 _registry_lock = threading.Lock()
+
+
+_WHY = {
+    "requests": "the RPM limit",
+    "tokens": "the TPM limit",
+    "input_tokens": "the input-token limit",
+    "output_tokens": "the output-token limit",
+}
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -62,7 +62,8 @@ class Gate:
                     waiter.state = _CANCELLED
                     self.active -= 1
 
-    async def enter_async(self) -> None:
+    async def enter_async(self, timeout: float | None = None) -> bool:
+        """Take a slot, waiting in line; False if ``timeout`` seconds passed first."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
@@ -71,18 +72,30 @@ class Gate:
 
         waiter = self.enter_or_wait(wake)
         if waiter is None:
-            return
+            return True
         try:
-            await future
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self.abandon(waiter)  # a slot granted at the last moment goes to the next
+            return False
         except BaseException:
             self.abandon(waiter)
             raise
+        return True
 
-    def enter_sync(self) -> None:
+    def enter_sync(self, timeout: float | None = None) -> bool:
+        """The blocking twin of :meth:`enter_async`."""
         event = threading.Event()
         waiter = self.enter_or_wait(event.set)
-        if waiter is not None:
-            event.wait()
+        if waiter is None or event.wait(timeout):
+            return True
+        self.abandon(waiter)
+        return False
+
+    @property
+    def waiting(self) -> int:
+        """Requests in line for a slot."""
+        return sum(1 for w in self._waiters if w.state == _WAITING)
 
 
 class _Waiter:

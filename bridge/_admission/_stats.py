@@ -73,6 +73,12 @@ class Recorder:
             if slot < RESERVOIR_SIZE:
                 self._latencies[slot] = seconds
 
+    def typical_latency(self) -> float | None:
+        """The median latency seen so far, or None before the first answer."""
+        with self._lock:
+            ordered = sorted(self._latencies)
+        return _percentile(ordered, 0.5)
+
     def snapshot(self, max_in_flight: int, rpm: float | None, tpm: float | None) -> EndpointStats:
         with self._lock:
             ordered = sorted(self._latencies)

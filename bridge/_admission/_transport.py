@@ -32,6 +32,7 @@ import tenacity
 
 from .. import _process
 from .._core._runner import is_bridge_loop
+from .._core._scope import time_left
 from .._errors import ForeignLoopError
 from ._controller import Controller, Ticket, controller_for, endpoint_of
 from ._headers import retry_after
@@ -89,9 +90,17 @@ class _Wait(tenacity.wait.wait_base):
         return float(self._backoff(retry_state))
 
 
+class _PastDeadline(tenacity.stop.stop_base):
+    """Stop retrying when the wait before the next attempt would cross the deadline."""
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        left = time_left()
+        return left is not None and retry_state.upcoming_sleep >= left
+
+
 def _retrying_kwargs(retry: Retry, label: str) -> dict[str, Any]:
     return {
-        "stop": tenacity.stop_after_attempt(retry.attempts),
+        "stop": tenacity.stop_after_attempt(retry.attempts) | _PastDeadline(),
         "wait": _Wait(retry),
         "retry": tenacity.retry_if_exception_type(RETRYABLE),
         "reraise": True,
@@ -186,6 +195,7 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
         last: bool,
     ) -> httpx2.Response:
         ticket = await controller.admit_async(lambda: _tokens_of(controller, request))
+        _cap_timeout(request)
         try:
             try:
                 response = await inner.handle_async_request(request)
@@ -320,6 +330,7 @@ class SyncAdmissionTransport(httpx2.BaseTransport):
         last: bool,
     ) -> httpx2.Response:
         ticket = controller.admit_sync(lambda: _tokens_of(controller, request))
+        _cap_timeout(request)
         try:
             response = inner.handle_request(request)
             headers = _plain(response.headers)
@@ -519,6 +530,18 @@ def _os_error(exc: BaseException) -> OSError | None:
         if isinstance(seen, OSError) and seen.errno:
             return seen
     return None
+
+
+def _cap_timeout(request: httpx2.Request) -> None:
+    """Cut the request's timeouts to the time the ``bridge.deadline()`` in force leaves."""
+    left = time_left()
+    if left is None:
+        return
+    timeout = dict(request.extensions.get("timeout") or {})
+    for phase in ("connect", "read", "write", "pool"):
+        given = timeout.get(phase)
+        timeout[phase] = max(0.001, left if given is None else min(given, left))
+    request.extensions["timeout"] = timeout
 
 
 def _retry_status(controller: Controller, status: int, headers: Mapping[str, str]) -> NoReturn:

@@ -22,6 +22,7 @@ from ._default import (
     to_thread,
 )
 from ._iterators import CloseableIterator
+from ._scope import deadline
 
 __all__ = [
     "DEFAULT_CANCEL_TIMEOUT",
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_THREADS",
     "Bridge",
     "CloseableIterator",
+    "deadline",
     "gather",
     "get_default",
     "imap",

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
-from .._errors import ReentrancyError
+from .._errors import ReentrancyError, surfaced
 from .._extras import require
 from ._iterators import AsyncIteratorBridge, CloseableIterator, IMapIterator
 from ._progress import Progress, wanted, with_progress
 from ._runner import LoopRunner
+from ._scope import deadline_at
 from ._submit import Attach, Submitter
 from ._tasks import as_coroutine, run_bounded
 from ._threads import call_in_pool, in_pool_thread, run_sync
@@ -484,6 +485,11 @@ class Bridge:
         limit = check_concurrency(options.concurrency, self._concurrency)
         total = len(iterable) if isinstance(iterable, Sized) else None
 
+        scoped = deadline_at()  # the bridge.deadline() in force bounds the whole iteration
+        deadline = options.deadline
+        if scoped is not None and (deadline is None or scoped < deadline):
+            deadline = scoped
+
         def start(run: Callable[[Any], Awaitable[Any]], items: Iterable[Any]) -> Any:
             return IMapIterator(
                 self._submit,
@@ -492,7 +498,7 @@ class Bridge:
                 limit=limit,
                 ordered=options.ordered,
                 timeout=options.timeout,
-                deadline=options.deadline,
+                deadline=deadline,
             )
 
         results: CloseableIterator[Any]
@@ -563,7 +569,7 @@ def _captured(invoke: Callable[[A], Awaitable[Any]]) -> Callable[[A], Awaitable[
         try:
             return await invoke(item)
         except Exception as exc:  # noqa: BLE001 - kept in its place, as asked
-            return exc
+            return surfaced(exc)
 
     return captured
 

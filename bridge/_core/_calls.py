@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
-from .._errors import BridgeClosedError
+from .._errors import BridgeClosedError, surfaced
 from ._compat import create_task
 from ._waiters import Notifier
 
@@ -162,7 +162,7 @@ class Call(Generic[T]):
                 "the coroutine was cancelled on the bridge's loop"
             )
         try:
-            raise error
+            raise surfaced(error)
         finally:
             del error  # break the frame <-> traceback cycle, as concurrent.futures does
 

@@ -17,10 +17,11 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from .._errors import BridgeClosedError, ReentrancyError
+from .._errors import BridgeClosedError, DeadlineExceeded, ReentrancyError
 from ._calls import Call, wait_until
 from ._compat import gevent_patched
 from ._runner import LoopRunner
+from ._scope import deadline_at
 from ._threads import ThreadPool
 from ._waiters import NULL_NOTIFIER, Notifier, new_one_shot
 
@@ -105,13 +106,23 @@ class Submitter:
     def wait(self, call: Call[T], timeout: float | None, *, where: str) -> T:
         """Submit ``call`` and block until it finishes.
 
-        On timeout or interrupt (Ctrl-C) the call is cancelled and given ``cancel_timeout``
-        seconds to clean up before the error reaches the caller. Submitting inside the
-        ``try`` means a Ctrl-C that lands just after the task started still cancels it.
+        On timeout, on the ``bridge.deadline()`` in force, or on interrupt (Ctrl-C) the call
+        is cancelled and given ``cancel_timeout`` seconds to clean up before the error
+        reaches the caller. Submitting inside the ``try`` means a Ctrl-C that lands just
+        after the task started still cancels it.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        scoped = deadline_at()
+        bound_by_scope = scoped is not None and (deadline is None or scoped < deadline)
+        if bound_by_scope:
+            deadline = scoped
         try:
             if not self._run_until(call, deadline):
+                if bound_by_scope:
+                    raise DeadlineExceeded(
+                        f"bridge.{where}() did not finish before the bridge.deadline() in "
+                        "force; its tasks were cancelled"
+                    )
                 raise TimeoutError(
                     f"bridge.{where}() did not finish within {timeout} s; its tasks were "
                     "cancelled (raise the timeout, or lower the work per call)"

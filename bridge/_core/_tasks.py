@@ -8,6 +8,8 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from .._errors import surfaced
+
 __all__ = ["as_coroutine", "run_bounded"]
 
 T = TypeVar("T")
@@ -37,7 +39,7 @@ async def run_bounded(
             except Exception as exc:
                 if not return_exceptions:
                     raise
-                results[index] = exc
+                results[index] = surfaced(exc)
             except asyncio.CancelledError as exc:
                 if _cancelled_from_outside() or not return_exceptions:
                     raise
