@@ -111,19 +111,19 @@ class TestPacing:
     ) -> None:
         c = make(bridge.Limits(rpm=None, tpm=60_000), accounting=accounting)
         ticket = send(c, Estimate(prompt=100, output=200))
-        level = c._buckets["tokens"].level
+        level = c._buckets["tokens"].level_of("interactive")
         c.settle_tokens(ticket, 10, 10)
-        assert c._buckets["tokens"].level == pytest.approx(level + refunded)
+        assert c._buckets["tokens"].level_of("interactive") == pytest.approx(level + refunded)
         assert (c.stats.tokens_in, c.stats.tokens_out) == (10, 10)
 
     def test_anthropic_input_and_output_settle_to_the_real_counts(self) -> None:
         c = make(bridge.Limits(rpm=None, tpm=None, input_tpm=6000, output_tpm=6000))
         ticket = send(c, Estimate(prompt=20, output=40))
-        assert c._buckets["input_tokens"].level == 50 - 20
-        assert c._buckets["output_tokens"].level == 50 - 40
+        assert c._buckets["input_tokens"].level_of("interactive") == 50 - 20
+        assert c._buckets["output_tokens"].level_of("interactive") == 50 - 40
         c.settle_tokens(ticket, 25, 5)  # the prompt was longer, the reply shorter
-        assert c._buckets["input_tokens"].level == 50 - 25
-        assert c._buckets["output_tokens"].level == 50 - 5
+        assert c._buckets["input_tokens"].level_of("interactive") == 50 - 25
+        assert c._buckets["output_tokens"].level_of("interactive") == 50 - 5
 
 
 class TestOpeningWindow:
@@ -282,6 +282,57 @@ class TestRateDiscovery:
         assert c.rates[0] == 600.0  # and a later bare 429 pauses, it does not guess again
 
 
+class TestLanes:
+    """Interactive before batch: its own bucket, its own line, and a share of the rate."""
+
+    def test_an_interactive_request_does_not_wait_behind_the_batch_queue(self) -> None:
+        c = make(bridge.Limits(rpm=600, tpm=None))  # 10 a second
+        with bridge.priority("batch"):
+            batch = [wait_of(c) for _ in range(50)]
+        assert batch[-1] > 4  # the batch queue: seconds deep
+        with bridge.priority("interactive"):
+            first = wait_of(c)
+        assert first <= 1 / (0.3 * 10)  # its own bucket, at its 30 % share
+
+    def test_batch_keeps_at_least_its_share_and_takes_all_when_interactive_is_gone(
+        self,
+    ) -> None:
+        clock = Clock()
+        c = make(bridge.Limits(rpm=600, tpm=None, reserve_interactive=0.25), clock)
+        with bridge.priority("interactive"):
+            wait_of(c)
+        with bridge.priority("batch"):
+            shared = [wait_of(c) for _ in range(30)]
+        assert shared[-1] - shared[-2] == pytest.approx(1 / 7.5)  # 75 % of 10 a second
+        clock.now += 10.0  # no interactive request for a while
+        with bridge.priority("batch"):
+            alone = [wait_of(c) for _ in range(30)]
+        assert alone[-1] - alone[-2] == pytest.approx(1 / 10)  # the whole rate again
+
+    def test_an_interactive_request_voids_the_batch_reservations_made_at_the_whole_rate(
+        self,
+    ) -> None:
+        c = make(bridge.Limits(rpm=600, tpm=None))
+        with bridge.priority("batch"):
+            asleep = c._step(c._charges(NO_TOKENS), None)
+            for _ in range(20):
+                wait_of(c)
+        with bridge.priority("interactive"):
+            wait_of(c)
+        with bridge.priority("batch"):
+            redone = c._step(c._charges(NO_TOKENS), asleep.epoch)
+        assert redone.reserved  # made again, at the batch share of the rate
+
+    def test_interactive_waiters_get_slots_before_batch_ones(self) -> None:
+        c = make(bridge.Limits(max_in_flight=1, rpm=None, tpm=None))
+        first = send(c)
+        order: list[str] = []
+        for lane in ("batch", "batch", "interactive"):
+            assert c._gate.enter_or_wait(lambda lane=lane: order.append(lane), lane) is not None
+        c.finish(first)
+        assert order == ["interactive"]  # the slot went to the interactive waiter
+
+
 class TestLearning:
     def test_openai_headers(self) -> None:
         c = make(bridge.Limits())
@@ -310,7 +361,7 @@ class TestLearning:
             200,
             {"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "250"},
         )
-        assert c._buckets["tokens"].level == 250 - 200
+        assert c._buckets["tokens"].level_of("interactive") == 250 - 200
 
     def test_anthropic_headers(self) -> None:
         c = make(bridge.Limits())

@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from .. import _process
-from .._core._scope import deadline_at
+from .._core._scope import current_lane, deadline_at
 from .._errors import DeadlineExceeded
-from ._buckets import BUCKET_SECONDS, Bucket
+from ._buckets import BUCKET_SECONDS, Limit
 from ._discovery import RateFinder
 from ._endpoint import Endpoint, endpoint_of
 from ._gate import Gate
@@ -95,6 +95,7 @@ class Ticket:
     charges: dict[str, int]
     marks: dict[str, int]
     sent_at: float
+    lane: str = "interactive"
 
 
 @dataclass(slots=True)
@@ -133,8 +134,9 @@ class Controller:
         self._lock = threading.Lock()
         now = clock()
         self._settings = _configured(limits)
-        self._buckets: dict[str, Bucket] = {
-            kind: Bucket(value, now)
+        self._share = limits.reserve_interactive
+        self._buckets: dict[str, Limit] = {
+            kind: Limit(value, now, self._share)
             for kind, value in self._settings.items()
             if isinstance(value, int)
         }
@@ -173,7 +175,7 @@ class Controller:
         deadline = self._check_deadline(estimate)
         self.stats.add(queued=1)
         try:
-            if not await self._gate.enter_async(_left(deadline)):
+            if not await self._gate.enter_async(_left(deadline), current_lane()):
                 raise self._late("the window of requests in flight")
             try:
                 # Estimated after the slot is granted: an answer meanwhile may have taught
@@ -192,7 +194,7 @@ class Controller:
         deadline = self._check_deadline(estimate)
         self.stats.add(queued=1)
         try:
-            if not self._gate.enter_sync(_left(deadline)):
+            if not self._gate.enter_sync(_left(deadline), current_lane()):
                 raise self._late("the window of requests in flight")
             try:
                 charges = self._charges(estimate())  # after the slot: see admit_async
@@ -234,10 +236,9 @@ class Controller:
         with self._lock:
             now = self._clock()
             waits = [(self._paused_until - now, "a 429 pause")]
-            for kind, bucket in self._buckets.items():
-                level = min(bucket.capacity, bucket.level + (now - bucket.stamp) * bucket.rate)
-                need = charges.get(kind, 0) - level
-                waits.append((need / bucket.rate, _WHY[kind]))
+            lane = current_lane()
+            for kind, limit in self._buckets.items():
+                waits.append((limit.wait_for(charges.get(kind, 0), now, lane), _WHY[kind]))
         gate = self._gate
         if gate.active >= gate.limit:
             typical = self.stats.typical_latency() or 0.0
@@ -294,8 +295,9 @@ class Controller:
         with self._lock:
             if epoch != self._epoch or (self._store is not None and not self._store.failed):
                 return
-            for kind, bucket in self._buckets.items():
-                bucket.give_back(charges.get(kind, 0))
+            lane = current_lane()
+            for kind, limit in self._buckets.items():
+                limit.give_back(charges.get(kind, 0), lane)
 
     async def _sleep_async(self, seconds: float) -> None:
         """Sleep ``seconds``, or until a new epoch voids the reservation being waited on."""
@@ -342,8 +344,13 @@ class Controller:
             wait = max(0.0, paused)
             if self._store is None or self._store.failed:
                 self._follow_finder(now)
-                for kind, bucket in self._buckets.items():
-                    wait = max(wait, bucket.reserve(charges.get(kind, 0), now))
+                lane = current_lane()
+                for kind, limit in self._buckets.items():
+                    taken, voided = limit.reserve(charges.get(kind, 0), now, lane)
+                    wait = max(wait, taken)
+                    if voided:  # the other lane's rate just dropped: its sleepers reserve again
+                        self._epoch += 1
+                        self._wake_sleepers()
             return _Step(wait, self._epoch, reserved=True)
 
     def _ticket(self, charges: dict[str, int]) -> Ticket:
@@ -354,7 +361,7 @@ class Controller:
                 totals[kind] += amount
             if self._discovering:
                 self._finder.sent(now)
-            ticket = Ticket(charges, dict(totals), now)
+            ticket = Ticket(charges, dict(totals), now, current_lane())
         self.stats.add(requests=1, in_flight=1)
         return ticket
 
@@ -438,7 +445,7 @@ class Controller:
             self._follow_finder(now)
             bucket = self._buckets.get("requests")
             if bucket is not None:
-                bucket.level = 0.0
+                bucket.empty()
             self._wake_sleepers()
 
     def settle_tokens(self, ticket: Ticket, used_in: int | None, used_out: int | None) -> None:
@@ -463,7 +470,7 @@ class Controller:
                 bucket = self._buckets.get(kind)
                 if bucket is None or (kind == "tokens" and self.accounting != "usage"):
                     continue
-                bucket.give_back(ticket.charges.get(kind, 0) - used)
+                bucket.give_back(ticket.charges.get(kind, 0) - used, ticket.lane)
 
     def pause(self, seconds: float) -> None:
         """Hold every request to this endpoint for ``seconds`` (after a 429)."""
@@ -475,8 +482,7 @@ class Controller:
             self._paused_until = until
             self._epoch += 1
             for bucket in self._buckets.values():
-                bucket.reserve(0, now)
-                bucket.hold_back(seconds)
+                bucket.hold_back(seconds, now)
             self._wake_sleepers()
         logger.info("%s: 429, pausing %.3f s", self.endpoint.label, seconds)
 
@@ -505,7 +511,7 @@ class Controller:
             self._buckets.pop("requests", None)
         elif bucket is None:
             # Whatever the server's bucket held went into the burst that it refused.
-            self._buckets["requests"] = Bucket(rate * 60.0, now, level=0.0)
+            self._buckets["requests"] = Limit(rate * 60.0, now, self._share, empty=True)
         else:
             bucket.set_rate(rate, now)
 
@@ -520,7 +526,7 @@ class Controller:
                 if kind == "tokens" and separate:
                     continue  # Anthropic's split input and output limits beat its total
                 if self._settings[kind] is LEARN:
-                    bucket: Bucket | None = self._adopt(kind, reading.limit, now)
+                    bucket: Limit | None = self._adopt(kind, reading.limit, now)
                 else:  # a configured limit keeps its rate, but not a level the server denies
                     bucket = self._buckets.get(kind)
                 if bucket is not None:
@@ -530,7 +536,7 @@ class Controller:
                     self._finder = RateFinder()
         self._open_fully()
 
-    def _resync(self, bucket: Bucket, kind: str, remaining: float, ticket: Ticket) -> None:
+    def _resync(self, bucket: Limit, kind: str, remaining: float, ticket: Ticket) -> None:
         """The server's view wins where it is tighter than ours.
 
         It says what remains just after this request; what was charged since comes off
@@ -541,9 +547,9 @@ class Controller:
         costs throughput, never 429s; ``token_accounting`` says how it counts.
         """
         since = self._totals[kind] - ticket.marks.get(kind, self._totals[kind])
-        bucket.level = min(bucket.level, remaining - since)
+        bucket.lower_to(remaining - since, self._clock())
 
-    def _adopt(self, kind: str, per_minute: float, now: float) -> Bucket:
+    def _adopt(self, kind: str, per_minute: float, now: float) -> Limit:
         """The bucket for a limit the server told; a new limit voids the reservations.
 
         The limit in force is the median of the last few readings, so one broken header
@@ -555,10 +561,9 @@ class Controller:
         per_minute = statistics.median(readings)
         bucket = self._buckets.get(kind)
         if bucket is not None and abs(bucket.rate * 60.0 - per_minute) < 1e-6 * per_minute:
-            bucket.reserve(0, now)
             return bucket
         # Voided reservations leave no debt: from empty, as after a discovery cut.
-        fresh = self._buckets[kind] = Bucket(per_minute, now, None if bucket is None else 0.0)
+        fresh = self._buckets[kind] = Limit(per_minute, now, self._share, empty=bucket is not None)
         if bucket is not None:  # reservations made at the old rate are void; redo them now
             self._epoch += 1
             self._wake_sleepers()

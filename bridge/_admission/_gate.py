@@ -1,4 +1,7 @@
-"""The window of requests in flight: slots handed over in FIFO order, to any thread or loop."""
+"""The window of requests in flight: slots handed over in order, to any thread or loop.
+
+Interactive waiters are served before batch ones; each lane is first come, first served.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +16,24 @@ _WAITING, _GRANTED, _CANCELLED = 0, 1, 2
 
 
 class Gate:
-    """Concurrency slots, handed over in FIFO order to sync or async waiters."""
+    """Concurrency slots, handed over to sync or async waiters, interactive ones first."""
 
     def __init__(self, limit: int) -> None:
         self._lock = threading.Lock()
         self.limit = limit
         self.active = 0
-        self._waiters: deque[_Waiter] = deque()
+        self._lines: dict[str, deque[_Waiter]] = {"interactive": deque(), "batch": deque()}
 
-    def enter_or_wait(self, notify: Callable[[], None]) -> _Waiter | None:
+    def enter_or_wait(
+        self, notify: Callable[[], None], lane: str = "interactive"
+    ) -> _Waiter | None:
         """Take a slot now (None), or queue a waiter that ``notify`` wakes when granted."""
         with self._lock:
-            if self.active < self.limit and not self._waiters:
+            if self.active < self.limit and not any(self._lines.values()):
                 self.active += 1
                 return None
             waiter = _Waiter(notify)
-            self._waiters.append(waiter)
+            self._lines[lane].append(waiter)
             return waiter
 
     def leave(self) -> None:
@@ -50,8 +55,11 @@ class Gate:
             self._grant()
 
     def _grant(self) -> None:
-        while self._waiters and self.active < self.limit:
-            waiter = self._waiters.popleft()
+        while self.active < self.limit:
+            line = self._lines["interactive"] or self._lines["batch"]
+            if not line:
+                return
+            waiter = line.popleft()
             if waiter.state == _WAITING:
                 waiter.state = _GRANTED
                 self.active += 1
@@ -62,15 +70,15 @@ class Gate:
                     waiter.state = _CANCELLED
                     self.active -= 1
 
-    async def enter_async(self, timeout: float | None = None) -> bool:
-        """Take a slot, waiting in line; False if ``timeout`` seconds passed first."""
+    async def enter_async(self, timeout: float | None = None, lane: str = "interactive") -> bool:
+        """Take a slot, waiting in ``lane``'s line; False if ``timeout`` seconds passed first."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
         def wake() -> None:
             loop.call_soon_threadsafe(_resolve, future)
 
-        waiter = self.enter_or_wait(wake)
+        waiter = self.enter_or_wait(wake, lane)
         if waiter is None:
             return True
         try:
@@ -83,10 +91,10 @@ class Gate:
             raise
         return True
 
-    def enter_sync(self, timeout: float | None = None) -> bool:
+    def enter_sync(self, timeout: float | None = None, lane: str = "interactive") -> bool:
         """The blocking twin of :meth:`enter_async`."""
         event = threading.Event()
-        waiter = self.enter_or_wait(event.set)
+        waiter = self.enter_or_wait(event.set, lane)
         if waiter is None or event.wait(timeout):
             return True
         self.abandon(waiter)
@@ -95,7 +103,7 @@ class Gate:
     @property
     def waiting(self) -> int:
         """Requests in line for a slot."""
-        return sum(1 for w in self._waiters if w.state == _WAITING)
+        return sum(1 for line in self._lines.values() for w in line if w.state == _WAITING)
 
 
 class _Waiter:

@@ -46,6 +46,8 @@ LEARN: Final = _Learn.LEARN
 
 #: Requests in flight at once per endpoint when ``Limits`` names none.
 DEFAULT_MAX_IN_FLIGHT = 64
+#: The share of a limit kept for interactive traffic while batch traffic competes.
+DEFAULT_RESERVE_INTERACTIVE = 0.3
 #: Attempts per request, the first one included.
 DEFAULT_ATTEMPTS = 6
 #: First backoff ceiling in seconds; it doubles per attempt (full jitter: uniform in [0, ceiling]).
@@ -79,6 +81,9 @@ class Limits:
             it: ``"max"`` (the larger of prompt and ``max_tokens``; OpenAI), ``"sum"``
             (both; Azure OpenAI), ``"usage"`` (both, settled to the real usage), or
             ``"auto"`` (default): by host, ``"sum"`` for servers it does not know.
+        reserve_interactive: the share of the rate kept for the interactive lane while both
+            lanes have demand (default 0.3): batch traffic yields it, and takes it back
+            within a second of the interactive demand being gone. See ``bridge.priority``.
         store: ``"redis://host:6379/0"`` keeps the RPM/TPM state in Redis, shared by every
             process that uses the same endpoint. ``None``: this process only.
         on_store_error: ``"local"`` (default) falls back to this process's own limits, with
@@ -95,6 +100,7 @@ class Limits:
     input_tpm: int | _Learn | None = LEARN
     output_tpm: int | _Learn | None = LEARN
     token_accounting: TokenAccounting = "auto"
+    reserve_interactive: float = DEFAULT_RESERVE_INTERACTIVE
     store: str | None = field(default=None, repr=False)
     on_store_error: Literal["local", "fail"] = "local"
 
@@ -118,6 +124,11 @@ class Limits:
             if self.tpm is None and getattr(self, name) is LEARN:
                 # "No token limit" covers Anthropic's split ones too, unless they are named.
                 object.__setattr__(self, name, None)
+        share = self.reserve_interactive
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+            raise ValueError(
+                f"reserve_interactive must be a share between 0 and 1 (say 0.3), got {share!r}"
+            )
         if self.token_accounting not in TOKEN_ACCOUNTINGS:
             raise ValueError(
                 f"token_accounting must be one of {', '.join(map(repr, TOKEN_ACCOUNTINGS))}, "
@@ -140,6 +151,8 @@ class Limits:
         )
         policy = self.token_accounting
         accounting = "" if policy == "auto" else f", token_accounting={policy!r}"
+        if self.reserve_interactive != DEFAULT_RESERVE_INTERACTIVE:
+            accounting += f", reserve_interactive={self.reserve_interactive!r}"
         return (
             f"Limits(max_in_flight={self.max_in_flight}, rpm={self.rpm!r}, tpm={self.tpm!r}"
             f"{tokens}{accounting}{store}, on_store_error={self.on_store_error!r})"

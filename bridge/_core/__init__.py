@@ -22,7 +22,7 @@ from ._default import (
     to_thread,
 )
 from ._iterators import CloseableIterator
-from ._scope import deadline
+from ._scope import deadline, priority
 
 __all__ = [
     "DEFAULT_CANCEL_TIMEOUT",
@@ -36,6 +36,7 @@ __all__ = [
     "imap",
     "iterate",
     "map",
+    "priority",
     "run",
     "set_default",
     "syncify",
