@@ -98,7 +98,7 @@ def test_a_tiny_limit_costs_one_burst_of_429s_and_no_call(
 # -- 2. rate discovery from 429s alone ---------------------------------------------------------
 
 
-@pytest.mark.llm_server(rpm=2400, latency=0.2, jitter=0.05, rate_limit_headers=False)
+@pytest.mark.llm_server(rpm=1200, latency=0.5, jitter=0.1, rate_limit_headers=False)
 def test_a_server_without_headers_is_not_stormed(
     b: bridge.Bridge, llm_server: SimulatedServer
 ) -> None:

@@ -44,12 +44,13 @@ from typing import TYPE_CHECKING, Final
 from .. import _process
 from .._core._scope import current_lane, deadline_at
 from .._errors import DeadlineExceeded
-from ._buckets import BUCKET_SECONDS, Limit
+from ._buckets import BUCKET_SECONDS, LANE_IDLE, Limit
 from ._discovery import RateFinder
 from ._endpoint import Endpoint, endpoint_of
 from ._gate import Gate
 from ._headers import KINDS, Reading, read_limits, retry_after
 from ._limits import LEARN, Limits
+from ._redis import StepReply, StepRequest
 from ._stats import EndpointStats, Recorder
 from ._tokens import Accounting, Estimate
 
@@ -83,6 +84,15 @@ DEFAULT_PAUSE = 1.0
 OPENING_WINDOW: Final = 24
 
 
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """An attempt in the shared state: the running totals when it reserved (its marks),
+    and the store's time when it was let go (its send time, on the cluster's clock)."""
+
+    reserved: StepReply
+    sent_at: float
+
+
 @dataclass(slots=True)
 class Ticket:
     """One admitted attempt: what it was charged, and the running totals when it was sent.
@@ -96,6 +106,9 @@ class Ticket:
     marks: dict[str, int]
     sent_at: float
     lane: str = "interactive"
+    #: With a store: where this attempt stands in the shared state, against which shared
+    #: headers and 429s are reconciled.
+    shared: Shared | None = None
 
 
 @dataclass(slots=True)
@@ -103,6 +116,7 @@ class _Step:
     wait: float
     epoch: int
     reserved: bool
+    shared: bool = False  # an epoch of the store's, not this process's
 
 
 def _configured(limits: Limits) -> dict[str, int | object | None]:
@@ -157,6 +171,7 @@ class Controller:
         self._scaled_at = -math.inf
         self._store = store
         self._store_key = f"{endpoint.base}|{endpoint.key_hash}"
+        self._shared_rates: tuple[float, float] | None = None  # per second, as last told
 
     def __repr__(self) -> str:
         return f"<Controller {self.endpoint.label} {self.limits!r}>"
@@ -181,13 +196,13 @@ class Controller:
                 # Estimated after the slot is granted: an answer meanwhile may have taught
                 # this endpoint a token limit, and a request admitted uncharged would pass it.
                 charges = self._charges(estimate())
-                await self._pace_async(charges, deadline)
+                shared = await self._pace_async(charges, deadline)
             except BaseException:
                 self._gate.leave()
                 raise
         finally:
             self.stats.add(queued=-1)
-        return self._ticket(charges)
+        return self._ticket(charges, shared)
 
     def admit_sync(self, estimate: Callable[[], Estimate]) -> Ticket:
         """The blocking twin of :meth:`admit_async`, for sync clients in threads."""
@@ -198,13 +213,13 @@ class Controller:
                 raise self._late("the window of requests in flight")
             try:
                 charges = self._charges(estimate())  # after the slot: see admit_async
-                self._pace_sync(charges, deadline)
+                shared = self._pace_sync(charges, deadline)
             except BaseException:
                 self._gate.leave()
                 raise
         finally:
             self.stats.add(queued=-1)
-        return self._ticket(charges)
+        return self._ticket(charges, shared)
 
     def _check_deadline(self, estimate: Callable[[], Estimate]) -> float | None:
         """The deadline in force, after failing at once if admission would pass it."""
@@ -255,40 +270,77 @@ class Controller:
                 charges[kind] = math.ceil(charges[kind] * scale)
         return charges
 
-    async def _pace_async(self, charges: dict[str, int], deadline: float | None) -> None:
+    async def _pace_async(self, charges: dict[str, int], deadline: float | None) -> Shared | None:
+        """Wait for the rate limits; with a store, where the request stands in it."""
         epoch: int | None = None
+        first: StepReply | None = None
         while True:
-            step = self._step(charges, epoch)
-            wait = step.wait
-            if step.reserved and self._store is not None:
-                wait = max(
-                    wait,
-                    await self._store.reserve_async(self._store_key, self.rates, charges["tokens"]),
-                )
-            if wait <= 0:
-                return
-            if deadline is not None and time.monotonic() + wait > deadline:
-                self._unreserve(charges, step.epoch)
-                raise self._late("the rate limits")
+            reply = await self._shared_step_async(charges, epoch)
+            first = first or reply
+            step = self._shared(reply) or self._step(charges, epoch)
+            if step.wait <= 0:
+                return None if first is None or reply is None else Shared(first, reply.now)
+            self._check_wait(step, charges, deadline)
             epoch = step.epoch
-            await self._sleep_async(wait)
+            await self._sleep_async(step.wait)
 
-    def _pace_sync(self, charges: dict[str, int], deadline: float | None) -> None:
+    def _pace_sync(self, charges: dict[str, int], deadline: float | None) -> Shared | None:
+        """The blocking twin of :meth:`_pace_async`."""
         epoch: int | None = None
+        first: StepReply | None = None
         while True:
-            step = self._step(charges, epoch)
-            wait = step.wait
-            if step.reserved and self._store is not None:
-                wait = max(
-                    wait, self._store.reserve_sync(self._store_key, self.rates, charges["tokens"])
-                )
-            if wait <= 0:
-                return
-            if deadline is not None and time.monotonic() + wait > deadline:
-                self._unreserve(charges, step.epoch)
-                raise self._late("the rate limits")
+            reply = self._shared_step_sync(charges, epoch)
+            first = first or reply
+            step = self._shared(reply) or self._step(charges, epoch)
+            if step.wait <= 0:
+                return None if first is None or reply is None else Shared(first, reply.now)
+            self._check_wait(step, charges, deadline)
             epoch = step.epoch
-            self._sleep_sync(wait)
+            self._sleep_sync(step.wait)
+
+    def _check_wait(self, step: _Step, charges: Mapping[str, int], deadline: float | None) -> None:
+        if deadline is not None and time.monotonic() + step.wait > deadline:
+            if not step.shared:  # a shared reservation is reconciled by the store's refill
+                self._unreserve(charges, step.epoch)
+            raise self._late("the rate limits")
+
+    # -- the shared state (Limits(store=...)) -----------------------------------------------
+
+    async def _shared_step_async(
+        self, charges: Mapping[str, int], epoch: int | None
+    ) -> StepReply | None:
+        store = self._store
+        if store is None or store.failed:
+            return None
+        return await store.step_async(self._store_key, self._step_request(charges, epoch))
+
+    def _shared_step_sync(self, charges: Mapping[str, int], epoch: int | None) -> StepReply | None:
+        store = self._store
+        if store is None or store.failed:
+            return None
+        return store.step_sync(self._store_key, self._step_request(charges, epoch))
+
+    def _step_request(self, charges: Mapping[str, int], epoch: int | None) -> StepRequest:
+        return StepRequest(
+            epoch=epoch,
+            lane=current_lane(),
+            share=self._share,
+            bucket_seconds=BUCKET_SECONDS,
+            lane_idle=LANE_IDLE,
+            rates=(_shared_rate(self.limits.rpm), _shared_rate(self.limits.tpm)),
+            costs=(charges.get("requests", 0), charges.get("tokens", 0)),
+            # The opening window, shared: every process of a cluster starting cold must not
+            # open its own, or N of them storm an unknown small limit N times over.
+            opening=OPENING_WINDOW if self.limits.learns else 0,
+        )
+
+    def _shared(self, reply: StepReply | None) -> _Step | None:
+        """The shared state's step, or None: the store is unreachable (or there is none),
+        and this process's own buckets stand in."""
+        if reply is None:
+            return None
+        self._shared_rates = reply.rates
+        return _Step(reply.wait, reply.epoch, reserved=True, shared=True)
 
     def _unreserve(self, charges: Mapping[str, int], epoch: int) -> None:
         """Give back a reservation that will not be used (unless a new epoch voided it)."""
@@ -353,7 +405,7 @@ class Controller:
                         self._wake_sleepers()
             return _Step(wait, self._epoch, reserved=True)
 
-    def _ticket(self, charges: dict[str, int]) -> Ticket:
+    def _ticket(self, charges: dict[str, int], shared: Shared | None = None) -> Ticket:
         with self._lock:
             now = self._clock()
             totals = self._totals
@@ -361,7 +413,7 @@ class Controller:
                 totals[kind] += amount
             if self._discovering:
                 self._finder.sent(now)
-            ticket = Ticket(charges, dict(totals), now, current_lane())
+            ticket = Ticket(charges, dict(totals), now, current_lane(), shared)
         self.stats.add(requests=1, in_flight=1)
         return ticket
 
@@ -433,6 +485,8 @@ class Controller:
 
     def _rejected(self, ticket: Ticket) -> None:
         """A 429 with nothing else: rate discovery decides; a cut takes effect at once."""
+        if ticket.shared is not None:  # the cluster's discovery, on the store's clock
+            self._tell("reject", ticket.shared.sent_at)
         with self._lock:
             now = self._clock()
             if not self._finder.rejected(ticket.sent_at, now):
@@ -463,6 +517,10 @@ class Controller:
             "input_tokens": used_in,
             "output_tokens": used_out,
         }
+        if self.accounting == "usage":
+            delta = ticket.charges.get("tokens", 0) - actual["tokens"]
+            lane = "i" if ticket.lane == "interactive" else "b"
+            self._tell("settle", "t", lane, delta)
         with self._lock:
             if self._store is not None and not self._store.failed:
                 return
@@ -484,6 +542,7 @@ class Controller:
             for bucket in self._buckets.values():
                 bucket.hold_back(seconds, now)
             self._wake_sleepers()
+        self._tell("pause", seconds, _shared_rate(self.limits.rpm), _shared_rate(self.limits.tpm))
         logger.info("%s: 429, pausing %.3f s", self.endpoint.label, seconds)
 
     def _widen(self) -> None:
@@ -531,10 +590,27 @@ class Controller:
                     bucket = self._buckets.get(kind)
                 if bucket is not None:
                     self._resync(bucket, kind, reading.remaining, ticket)
+                self._tell_learned(kind, reading, ticket)
                 if kind == "requests" and self._discovering:
                     self._discovering = False
                     self._finder = RateFinder()
         self._open_fully()
+
+    def _tell_learned(self, kind: str, reading: Reading, ticket: Ticket) -> None:
+        # Under self._lock. The shared buckets learn the limit (when it is to be learned)
+        # and the server's view, less what the cluster charged since this request.
+        code = _SHARED_KINDS.get(kind)
+        if code is None or ticket.shared is None:
+            return
+        bucket = self._buckets.get(kind)
+        told = bucket.rate if bucket is not None and self._settings[kind] is LEARN else -1.0
+        mark = ticket.shared.reserved.totals[0 if code == "r" else 1]
+        self._tell("learn", code, told, reading.remaining, mark)
+
+    def _tell(self, *args: object) -> None:
+        store = self._store
+        if store is not None and not store.failed:
+            store.tell(self._store_key, *args)
 
     def _resync(self, bucket: Limit, kind: str, remaining: float, ticket: Ticket) -> None:
         """The server's view wins where it is tighter than ours.
@@ -595,6 +671,9 @@ class Controller:
     @property
     def rates(self) -> tuple[float | None, float | None]:
         """(RPM, TPM) in force, configured, learned or discovered; None where there is none."""
+        shared = self._shared_rates
+        if shared is not None and self._store is not None and not self._store.failed:
+            return tuple(None if r <= 0 else r * 60.0 for r in shared)  # type: ignore[return-value]
         rpm, tpm = self._buckets.get("requests"), self._buckets.get("tokens")
         return (
             None if rpm is None else rpm.rate * 60.0,
@@ -612,12 +691,22 @@ _registry: dict[Endpoint, Controller] = {}
 _registry_lock = threading.Lock()
 
 
+#: The limits the store shares, by the codes its script uses.
+_SHARED_KINDS = {"requests": "r", "tokens": "t"}
+
 _WHY = {
     "requests": "the RPM limit",
     "tokens": "the TPM limit",
     "input_tokens": "the input-token limit",
     "output_tokens": "the output-token limit",
 }
+
+
+def _shared_rate(setting: object) -> float:
+    """A limit for the store: per second, 0 for none, -1 to be learned (or found)."""
+    if isinstance(setting, int):
+        return setting / 60.0
+    return 0.0 if setting is None else -1.0
 
 
 def _left(deadline: float | None) -> float | None:

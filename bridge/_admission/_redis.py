@@ -13,16 +13,14 @@ import logging
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import _process
 from .._errors import RateLimitStoreError
 
-__all__ = ["Rates", "RedisStore"]
-
-#: (RPM, TPM) in force; None where there is none.
-Rates = tuple[float | None, float | None]
+__all__ = ["RedisStore", "StepReply", "StepRequest"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,23 +30,213 @@ RETRY_AFTER_FAILURE = 30.0
 SOCKET_TIMEOUT = 1.0
 
 _SCRIPT = """
+-- One endpoint's shared admission state, in one hash: the pause and its epoch, a lending
+-- bucket per limit and lane, the running totals, the lanes' last demand, and rate
+-- discovery. Every operation reads the Redis server's clock, so machines agree.
+local key, op = KEYS[1], ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local function take(key, rate, cap, cost)
-  if rate <= 0 then return 0 end
-  local s = redis.call('HMGET', key, 'level', 'stamp')
-  local level, stamp = tonumber(s[1]), tonumber(s[2])
-  if level == nil or stamp == nil then level, stamp = cap, now end
-  level = math.min(cap, level + (now - stamp) * rate) - cost
-  redis.call('HSET', key, 'level', tostring(level), 'stamp', tostring(now))
-  redis.call('PEXPIRE', key, 600000)
-  if level < 0 then return -level / rate end
+local G, BETA, CEIL, MINR = 0.02, 0.7, 2.0, 1.0 / 60.0
+local K = ((1.0 - BETA) / G) ^ (1.0 / 3.0)
+local function num(field, default)
+  local v = tonumber(redis.call('HGET', key, field))
+  if v == nil then return default end
+  return v
+end
+local function put(field, value) redis.call('HSET', key, field, string.format('%.17g', value)) end
+local function cubic()
+  local de = num('de', nil)
+  if de == nil then return 0 end
+  local dw = num('dw', MINR)
+  local r = dw * (1 + G * (now - de - K) ^ 3)
+  if r < CEIL * dw then return math.max(MINR, r) end
+  local el = now - de
+  if el > 1 and num('dn', 0) / el >= 0.75 * CEIL * dw then
+    dw = dw * CEIL
+    put('dw', dw)
+    put('de', now - K)
+  end
+  return CEIL * dw
+end
+-- The rate (per second) a limit is held to: configured (> 0), none (0), or learned (-1):
+-- told by headers, else, for requests, found from 429s.
+local function rate(kind, cfg)
+  if cfg >= 0 then return cfg end
+  local told = num('rate:' .. kind, 0)
+  if told > 0 or kind ~= 'r' then return told end
+  return cubic()
+end
+local function parts(lane, idle, share)
+  local other = (lane == 'i') and 'b' or 'i'
+  if now - num('seen:' .. other, -1e18) < idle then
+    if lane == 'i' then return share, 1 - share end
+    return 1 - share, share
+  end
+  return 1, 1
+end
+local function take(kind, lane, r, cost, bucket_s)
+  local cap = math.max(1, r * bucket_s)
+  local lvl = num('lvl:' .. kind .. ':' .. lane, cap)
+  local stm = num('stm:' .. kind .. ':' .. lane, now)
+  lvl = math.min(cap, lvl + (now - stm) * r) - cost
+  put('lvl:' .. kind .. ':' .. lane, lvl)
+  put('stm:' .. kind .. ':' .. lane, now)
+  if lvl < 0 then return -lvl / r end
   return 0
 end
-local a = take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
-local b = take(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
-return tostring(math.max(a, b))
+local function void_all(level_of)
+  for _, kind in ipairs({'r', 't'}) do
+    for _, lane in ipairs({'i', 'b'}) do
+      put('lvl:' .. kind .. ':' .. lane, level_of(kind))
+      put('stm:' .. kind .. ':' .. lane, now)
+    end
+  end
+  redis.call('HINCRBY', key, 'epoch', 1)
+end
+local result
+if op == 'step' then
+  local ep, lane, share, bucket_s, idle = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]),
+    tonumber(ARGV[5]), tonumber(ARGV[6])
+  local cfg = {r = tonumber(ARGV[7]), t = tonumber(ARGV[8])}
+  local cost = {r = tonumber(ARGV[9]), t = tonumber(ARGV[10])}
+  local opening = tonumber(ARGV[11])
+  local epoch, paused = num('epoch', 0), num('paused', 0)
+  local wait = math.max(0, paused - now)
+  if not (ep >= 0 and ep == epoch) then
+    local other = (lane == 'i') and 'b' or 'i'
+    local woke = now - num('seen:' .. lane, -1e18) >= idle
+    put('seen:' .. lane, now)
+    local mine = parts(lane, idle, share)
+    local voided = woke and now - num('seen:' .. other, -1e18) < idle
+    for _, kind in ipairs({'r', 't'}) do
+      local r = rate(kind, cfg[kind])
+      if r > 0 then
+        wait = math.max(wait, take(kind, lane, r * mine, cost[kind], bucket_s))
+        if voided then put('lvl:' .. kind .. ':' .. other, 0) end
+      end
+    end
+    -- Nothing known yet (no limit told or found): the processes together open with
+    -- `opening` requests, then that many a second, until an answer says more.
+    if opening > 0 and rate('r', cfg.r) == 0 and rate('t', cfg.t) == 0 then
+      wait = math.max(wait, take('o', 'i', opening, cost.r, 1.0))
+    end
+    if voided then epoch = redis.call('HINCRBY', key, 'epoch', 1) end
+    if ep < 0 then
+      redis.call('HINCRBYFLOAT', key, 'tot:r', cost.r)
+      redis.call('HINCRBYFLOAT', key, 'tot:t', cost.t)
+    end
+  end
+  if wait <= 0 then  -- let go now: a send, for discovery's count
+    redis.call('HINCRBY', key, 'dn', 1)
+    if num('ds', nil) == nil then put('ds', now) end
+  end
+  result = {string.format('%.17g', wait), epoch, string.format('%.17g', now),
+    string.format('%.17g', num('tot:r', 0)), string.format('%.17g', num('tot:t', 0)),
+    string.format('%.17g', rate('r', cfg.r)), string.format('%.17g', rate('t', cfg.t))}
+elseif op == 'pause' then
+  local seconds, cfg_r, cfg_t = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  if now + seconds > num('paused', 0) then
+    put('paused', now + seconds)
+    local rates = {r = rate('r', cfg_r), t = rate('t', cfg_t)}
+    void_all(function(kind) return -rates[kind] * seconds - math.max(1, rates[kind] / 4) end)
+  end
+  result = 1
+elseif op == 'learn' then
+  local kind, per_second, remaining, mark = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
+    tonumber(ARGV[5])
+  local told = num('rate:' .. kind, 0)
+  if per_second > 0 and math.abs(told - per_second) > 1e-6 * per_second then
+    put('rate:' .. kind, per_second)  -- a new rate: its reservations are void
+    for _, lane in ipairs({'i', 'b'}) do put('lvl:' .. kind .. ':' .. lane, 0) end
+    redis.call('HINCRBY', key, 'epoch', 1)
+  end
+  local view = remaining - (num('tot:' .. kind, 0) - mark)
+  for _, lane in ipairs({'i', 'b'}) do
+    local field = 'lvl:' .. kind .. ':' .. lane
+    local lvl = num(field, nil)
+    if lvl == nil or lvl > view then put(field, view) end
+  end
+  result = 1
+elseif op == 'settle' then
+  local field = 'lvl:' .. ARGV[2] .. ':' .. ARGV[3]
+  put(field, num(field, 0) + tonumber(ARGV[4]))
+  result = 1
+elseif op == 'reject' then
+  local sent_at, de = tonumber(ARGV[2]), num('de', -1e18)
+  if sent_at <= de then
+    if num('df', 0) == 1 then put('dw', math.max(MINR, num('dw', MINR) - 1 / num('dsp', 1))) end
+    result = 0
+  else
+    local refused = num('dr', 0) + 1
+    local span = math.max(0, now - num('ds', now)) + 1
+    put('df', (de < -1e17) and 1 or 0)
+    put('dw', math.max(MINR, (num('dn', 0) - refused) / span))
+    put('dsp', span)
+    put('de', now)
+    put('ds', now)
+    put('dn', 0)
+    put('dr', 0)
+    for _, lane in ipairs({'i', 'b'}) do put('lvl:r:' .. lane, 0) end
+    redis.call('HINCRBY', key, 'epoch', 1)
+    result = 1
+  end
+end
+redis.call('PEXPIRE', key, 3600000)
+return result
 """
+
+
+@dataclass(frozen=True, slots=True)
+class StepRequest:
+    """One admission step on the shared state; rates per second (0: none, -1: learned)."""
+
+    epoch: int | None
+    lane: str
+    share: float
+    bucket_seconds: float
+    lane_idle: float
+    rates: tuple[float, float]
+    costs: tuple[int, int]
+    #: While nothing is known of the limits, the cluster sends at most this many at once
+    #: (and this many a second); 0 when they are configured.
+    opening: int = 0
+
+    def args(self) -> list[object]:
+        return [
+            "step",
+            -1 if self.epoch is None else self.epoch,
+            "i" if self.lane == "interactive" else "b",
+            self.share,
+            self.bucket_seconds,
+            self.lane_idle,
+            *self.rates,
+            *self.costs,
+            self.opening,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class StepReply:
+    """What the shared state said: the wait, its epoch, the server's time, the running
+    totals of requests and tokens, and the rates in force (per second)."""
+
+    wait: float
+    epoch: int
+    now: float
+    totals: tuple[float, float]
+    rates: tuple[float, float]
+
+    @classmethod
+    def parse(cls, reply: Any) -> StepReply:
+        wait, epoch, now, total_r, total_t, rate_r, rate_t = reply
+        return cls(
+            float(wait),
+            int(epoch),
+            float(now),
+            (float(total_r), float(total_t)),
+            (float(rate_r), float(rate_t)),
+        )
+
 
 _KEY_PREFIX_PARAM = "key_prefix"
 _DEFAULT_PREFIX = "bridge:limits:"
@@ -82,6 +270,7 @@ class RedisStore:
             weakref.WeakKeyDictionary()
         )
         self._sync: Any = None
+        self._telling: set[asyncio.Task[None]] = set()
         _stores.add(self)
 
     def __repr__(self) -> str:
@@ -92,51 +281,68 @@ class RedisStore:
         """True while the store is unreachable and the local buckets stand in."""
         return time.monotonic() < self._failed_until
 
-    # -- reservations ---------------------------------------------------------------------
+    # -- the shared state ------------------------------------------------------------------
 
-    async def reserve_async(self, endpoint: str, rates: Rates, tokens: int) -> float:
-        """Reserve one request and ``tokens`` of ``endpoint`` (a key-safe label) at
-        ``rates`` (RPM, TPM; None for none); the seconds to wait (0.0 when unlimited)."""
-        args = self._args(endpoint, rates, tokens)
-        if args is None:
-            return 0.0
+    async def step_async(self, endpoint: str, request: StepRequest) -> StepReply | None:
+        """Reserve (or confirm, within ``request.epoch``) on the shared state.
+
+        None when Redis is unreachable and ``on_error="local"``: the caller's own buckets
+        stand in.
+        """
         try:
-            client = self._async_client()
-            reply = await client.eval(_SCRIPT, 2, *args)
+            reply = await self._async_client().eval(
+                _SCRIPT, 1, self._key(endpoint), *request.args()
+            )
         except Exception as exc:  # noqa: BLE001 - any Redis or socket failure is a store failure
-            return self._failure(exc)
-        return float(reply)
-
-    def reserve_sync(self, endpoint: str, rates: Rates, tokens: int) -> float:
-        args = self._args(endpoint, rates, tokens)
-        if args is None:
-            return 0.0
-        try:
-            reply = self._sync_client().eval(_SCRIPT, 2, *args)
-        except Exception as exc:  # noqa: BLE001 - any Redis or socket failure is a store failure
-            return self._failure(exc)
-        return float(reply)
-
-    def _args(self, endpoint: str, rates: Rates, tokens: int) -> list[object] | None:
-        rpm, tpm = rates
-        if rpm is None and tpm is None:
+            self._failure(exc)
             return None
-        base = f"{self.prefix}{endpoint}"
-        return [
-            f"{base}:requests",
-            f"{base}:tokens",
-            *self._bucket_args(rpm, 1),
-            *self._bucket_args(tpm, tokens),
-        ]
+        return StepReply.parse(reply)
 
-    def _bucket_args(self, per_minute: float | None, cost: int) -> tuple[float, float, int]:
-        if per_minute is None:
-            return (0.0, 0.0, 0)
-        rate = per_minute / 60.0
-        # The same shape as the local bucket: its seconds of quota, at least one unit.
-        return (rate, max(1.0, rate * self._bucket_seconds), cost)
+    def step_sync(self, endpoint: str, request: StepRequest) -> StepReply | None:
+        """The blocking twin of :meth:`step_async`, for sync clients in threads."""
+        try:
+            reply = self._sync_client().eval(_SCRIPT, 1, self._key(endpoint), *request.args())
+        except Exception as exc:  # noqa: BLE001 - any Redis or socket failure is a store failure
+            self._failure(exc)
+            return None
+        return StepReply.parse(reply)
 
-    def _failure(self, exc: BaseException) -> float:
+    def tell(self, endpoint: str, *args: object) -> None:
+        """Send what every process must know (a pause, a learned limit, a settlement, a
+        429 for discovery), without waiting for it: from a loop, as a task; elsewhere, at
+        once. A failure is a store failure, as for a reservation."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._tell_sync(endpoint, args)
+            return
+        task = loop.create_task(self._tell_async(endpoint, args))
+        self._telling.add(task)  # a task nobody holds can be collected before it runs
+        task.add_done_callback(self._telling.discard)
+
+    async def _tell_async(self, endpoint: str, args: tuple[object, ...]) -> None:
+        try:
+            await self._async_client().eval(_SCRIPT, 1, self._key(endpoint), *args)
+        except Exception as exc:  # noqa: BLE001 - any Redis or socket failure is a store failure
+            self._tolerate(exc)
+
+    def _tell_sync(self, endpoint: str, args: tuple[object, ...]) -> None:
+        try:
+            self._sync_client().eval(_SCRIPT, 1, self._key(endpoint), *args)
+        except Exception as exc:  # noqa: BLE001 - any Redis or socket failure is a store failure
+            self._tolerate(exc)
+
+    def _tolerate(self, exc: BaseException) -> None:
+        # Raising from a notification would fail an answered request: mark and log only.
+        try:
+            self._failure(exc)
+        except RateLimitStoreError:
+            logger.warning("rate-limit store %s: an update was lost: %s", self._label, exc)
+
+    def _key(self, endpoint: str) -> str:
+        return f"{self.prefix}{endpoint}"
+
+    def _failure(self, exc: BaseException) -> None:
         if self._on_error == "fail":
             raise RateLimitStoreError(
                 f"the rate-limit store {self._label} is unreachable ({type(exc).__name__}: "
@@ -156,7 +362,6 @@ class RedisStore:
                 exc,
                 RETRY_AFTER_FAILURE,
             )
-        return 0.0
 
     # -- clients ---------------------------------------------------------------------------
 
