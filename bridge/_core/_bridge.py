@@ -19,7 +19,7 @@ from .._extras import require
 from ._iterators import AsyncIteratorBridge, CloseableIterator, IMapIterator
 from ._progress import Progress, wanted, with_progress
 from ._runner import LoopRunner
-from ._scope import deadline_at
+from ._scope import deadline_at, default_lane
 from ._submit import Attach, Submitter
 from ._tasks import as_coroutine, run_bounded
 from ._threads import call_in_pool, in_pool_thread, run_sync
@@ -505,11 +505,14 @@ class Bridge:
         if options.journal is not None:
             from ._journal import open_journal, qualified_name  # noqa: PLC0415 - sqlite3
 
-            results = open_journal(
-                start, invoke, iterable, journal=options.journal, function=qualified_name(fn),
-                key=options.key, retry_failed=options.retry_failed,
-                return_exceptions=options.return_exceptions,
-            )  # fmt: skip
+            # A journaled run is a batch: nobody waits on one item (unless told otherwise).
+            with default_lane("batch"):
+                results = open_journal(
+                    start, invoke, iterable, journal=options.journal,
+                    function=qualified_name(fn), key=options.key,
+                    retry_failed=options.retry_failed,
+                    return_exceptions=options.return_exceptions,
+                )  # fmt: skip
         else:
             results = start(_captured(invoke) if options.return_exceptions else invoke, iterable)
         if not wanted(progress):

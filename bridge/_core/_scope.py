@@ -14,7 +14,16 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Final, Literal
 
-__all__ = ["LANES", "Lane", "current_lane", "deadline", "deadline_at", "priority", "time_left"]
+__all__ = [
+    "LANES",
+    "Lane",
+    "current_lane",
+    "deadline",
+    "deadline_at",
+    "default_lane",
+    "priority",
+    "time_left",
+]
 
 #: The lanes: ``"interactive"`` (a person waits: views, the default) is admitted before
 #: ``"batch"`` (nobody waits on one item: batch commands, workers, journaled runs).
@@ -22,7 +31,7 @@ Lane = Literal["interactive", "batch"]
 LANES: Final = ("interactive", "batch")
 
 _deadline: ContextVar[float | None] = ContextVar("bridge_deadline", default=None)
-_lane: ContextVar[Lane] = ContextVar("bridge_lane", default="interactive")
+_lane: ContextVar[Lane | None] = ContextVar("bridge_lane", default=None)
 
 
 @contextlib.contextmanager
@@ -82,4 +91,15 @@ def time_left() -> float | None:
 
 
 def current_lane() -> Lane:
-    return _lane.get()
+    """The lane in force: the innermost ``priority()``, else interactive."""
+    return _lane.get() or "interactive"
+
+
+@contextlib.contextmanager
+def default_lane(lane: Lane) -> Iterator[None]:
+    """``lane``, unless the caller chose one (batch runs are batch unless told otherwise)."""
+    if _lane.get() is not None:
+        yield
+        return
+    with priority(lane):
+        yield

@@ -260,16 +260,17 @@ def _run(args: argparse.Namespace, store: JournalStore, out: IO[str]) -> int:
     start = functools.partial(
         bridge.imap, concurrency=args.concurrency, ordered=not args.completion_order
     )
-    results = JournalIterator(
-        start,
-        sender,
-        read_requests(args.input),
-        store=store,
-        key=request_key,
-        retry_failed=args.retry_failed,
-        return_exceptions=False,
-        judge=_status,
-    )
+    with bridge.priority("batch"):  # the context imap copies: every request is batch
+        results = JournalIterator(
+            start,
+            sender,
+            read_requests(args.input),
+            store=store,
+            key=request_key,
+            retry_failed=args.retry_failed,
+            return_exceptions=False,
+            judge=_status,
+        )
     tally = Tally()
     try:
         _write(results, tally, out)
