@@ -9,6 +9,8 @@ The registries, each owned (and typed) by one module:
 - ``bridge._admission._controller``: one admission controller per endpoint;
 - ``bridge._admission._transport``: one HTTP pool per bridge loop, the sync pool, and the
   request-to-controller cache;
+- ``bridge._admission._hop``: the requests from other loops in flight on each bridge loop,
+  and their open streams;
 - ``bridge._admission._redis``: every Redis store, with a client per loop.
 
 Those modules register what must happen to their state under a named stage here, and the

@@ -95,7 +95,7 @@ def test_hopped_requests_are_admitted_under_the_same_limits(llm_server: Simulate
     """Sync callers and a foreign loop share one endpoint's concurrency cap."""
     key = new_key()
     client = bridge.openai(
-        base_url=llm_server.base_url, api_key=key, limits=bridge.Limits(concurrency=4)
+        base_url=llm_server.base_url, api_key=key, limits=bridge.Limits(max_in_flight=4)
     )
     from_loop: list[bool] = []
 
