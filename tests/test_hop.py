@@ -63,13 +63,12 @@ def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 def own_default() -> Iterator[bridge.Bridge]:
     """A default bridge of the test's own, which it may close; the old one comes back."""
     mine = bridge.Bridge(name="hop-default")
-    previous = bridge.set_default(mine)
+    previous = bridge.set_default(mine) or bridge.Bridge()  # None: no default was made yet
     try:
         yield mine
     finally:
         mine.close()
-        if previous is not None:
-            bridge.set_default(previous)
+        bridge.set_default(previous)
 
 
 # -- the default path: asyncio.run over a client made once -------------------------------------

@@ -150,7 +150,7 @@ class _Hop(Generic[T]):
             self.waiter.set_exception(self.error)
         else:
             self.waiter.set_result(self.result)  # type: ignore[arg-type]  # set with no error
-        self.error = None  # no frame <-> traceback cycle through this hop
+        self.error = self.result = None  # no cycles through this hop, nothing kept alive
         if self.settled is not None and not self.settled.done():
             self.settled.set_result(None)
 
@@ -161,8 +161,9 @@ class _Hop(Generic[T]):
     async def abandon(self, loop: asyncio.AbstractEventLoop) -> None:
         """The caller was cancelled: cancel the task and wait until it has unwound."""
         if self.delivered:
-            if self.waiter.done() and not self.waiter.cancelled():
-                self._dispose()  # delivered, then cancelled before the caller saw it
+            waiter = self.waiter
+            if not waiter.cancelled() and waiter.exception() is None and self.orphan:
+                self.orphan(waiter.result())  # delivered, then cancelled before it was seen
             return
         self.abandoned = True
         self.settled = self.caller.create_future()
