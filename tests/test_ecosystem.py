@@ -277,6 +277,7 @@ def test_pydantic_ai_default_retries_never_multiply(
     provider = OpenAIProvider(
         base_url=llm_server.base_url, api_key=key, http_client=bridge.http_client(retry=RETRY)
     )
+    assert provider.client.max_retries == 2
     agent = pydantic_ai.Agent(OpenAIChatModel("m", provider=provider))
     outcomes = bridge.map(agent.run, [prompt(i) for i in range(FAILING)], return_exceptions=True)
     check_attempts(llm_server, key, outcomes, ModelHTTPError)
@@ -318,13 +319,21 @@ def test_litellm_api_base_through_its_session(
     litellm: ModuleType, llm_server: SimulatedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """LiteLLM's own path (model="openai/...", api_base=...) passes admission when its
-    aclient_session is a bridge client."""
+    aclient_session (client_session, for litellm.completion) is a bridge client."""
     monkeypatch.setattr(litellm, "aclient_session", bridge.http_client())
     key = new_key()
     call = litellm_caller(litellm, api_base=llm_server.base_url, api_key=key)
     for rounds in (1, 2):
         check_round(llm_server, key, bridge.map(call, range(CALLS)), rounds)
     assert asyncio.run(call(1))  # and from a loop of its own (LiteLLM caches a client per loop)
+    # litellm.completion, from sync code, through its sync setting.
+    monkeypatch.setattr(litellm, "client_session", bridge.http_client(sync=True))
+    messages = [{"role": "user", "content": prompt(2)}]
+    reply = litellm.completion(
+        model="openai/m", messages=messages, api_base=llm_server.base_url, api_key=key
+    )
+    assert matches(2, reply.choices[0].message.content)
+    assert requests_of(key) == llm_server.stats()["requests"] == 2 * CALLS + 2
 
 
 @ALWAYS_500
@@ -343,6 +352,8 @@ def test_litellm_retries_never_multiply(
         call = litellm_caller(litellm, api_base=llm_server.base_url, api_key=key)
     outcomes = bridge.map(call, range(FAILING), return_exceptions=True)
     check_attempts(llm_server, key, outcomes, litellm.InternalServerError)
+    if path == "client":
+        assert client.max_retries == 2  # what LiteLLM set; none of those retries was sent
 
 
 # -- the SDK's sync client ------------------------------------------------------------------------
