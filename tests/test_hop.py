@@ -315,3 +315,20 @@ def test_on_the_bridge_loop_there_is_no_hop(
     assert hops == []  # on a bridge's loop: sent there, nothing hops
     assert answered(1, asyncio.run(streamed()))
     assert len(hops) >= 3  # the request, the body's chunk(s), its end
+
+
+@pytest.mark.llm_server(latency=30)
+def test_a_deadline_set_on_the_callers_loop_holds_on_the_bridges(
+    llm_server: SimulatedServer,
+) -> None:
+    """The caller's context travels with the hop: bridge.deadline() cuts the request."""
+    key = new_key()
+    client = bridge.openai(base_url=llm_server.base_url, api_key=key)
+
+    async def main() -> None:
+        with bridge.deadline(0.5):
+            await chat(client, 1)
+
+    with pytest.raises(openai.APITimeoutError):  # not the 30 s the server takes
+        asyncio.run(main())
+    assert stats_for(key).requests == 1  # and no retry past the deadline
