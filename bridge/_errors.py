@@ -77,12 +77,14 @@ class BridgeClosedError(BridgeError, RuntimeError):
 
 
 class ForeignLoopError(BridgeError, RuntimeError):
-    """A client built by ``bridge.openai()`` (or another bridge factory) was used on an event
-    loop that is not a bridge's.
+    """A request from an event loop that is not a bridge's could not be sent on one.
 
-    Its connections belong to the bridge's loop, which also closes them. Call it through
-    ``bridge.run``/``gather``/``map``, or give the factory a transport you own
-    (``transport=httpx2.AsyncHTTPTransport()``) and close the client yourself.
+    A client built by ``bridge.openai()`` (or another bridge factory) works on any loop: a
+    request made on another loop is sent on the default bridge's loop, where its
+    connections live. That cannot happen once the default bridge is closed (or when it
+    closes while the request is in flight). Make a new default
+    (``bridge.set_default(bridge.Bridge())``), or give the factory a transport you own
+    (``transport=httpx2.AsyncHTTPTransport()``) to send on your loop, and close it yourself.
     """
 
 

@@ -9,6 +9,8 @@ The registries, each owned (and typed) by one module:
 - ``bridge._admission._controller``: one admission controller per endpoint;
 - ``bridge._admission._transport``: one HTTP pool per bridge loop, the sync pool, and the
   request-to-controller cache;
+- ``bridge._admission._hop``: the requests from other loops in flight on each bridge loop,
+  and their open streams;
 - ``bridge._admission._redis``: every Redis store, with a client per loop.
 
 Those modules register what must happen to their state under a named stage here, and the
@@ -44,9 +46,10 @@ logger = logging.getLogger(__name__)
 #: scratch (its waiters and locks were the parent's); then the HTTP pools and the cache that
 #: points at the old controllers are dropped, untouched (their sockets are the parent's).
 FORK_STAGES: Final = ("loops", "controllers", "pools")
-#: On a bridge's loop, after its tasks are cancelled and before it stops: HTTP pools
-#: first (their requests may still hold store reservations), then Redis clients.
-LOOP_CLOSE_STAGES: Final = ("pools", "stores")
+#: On a bridge's loop, after its tasks are cancelled and before it stops: requests from
+#: other loops first (their callers are told, their streams closed), then HTTP pools
+#: (their requests may still hold store reservations), then Redis clients.
+LOOP_CLOSE_STAGES: Final = ("hops", "pools", "stores")
 #: At interpreter exit: every open bridge closes (its loop closes its pools and stores),
 #: then what belongs to no loop (the sync HTTP pool).
 EXIT_STAGES: Final = ("bridges", "pools")

@@ -291,3 +291,16 @@ class TestReport:
         from bridge.bench._report import plain_number
 
         assert plain_number(value) == shown
+
+
+def test_hop_bench_runs_and_reports_every_figure(tmp_path: Path) -> None:
+    """``python -m bridge.bench.hop``, tiny: every figure is there and is a number."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge.bench.hop", "--calls", "10", "--rounds", "1", "--json"],
+        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    names = {"native", "hop", "empty hop", "native stream", "hop stream", "chunks per stream"}
+    assert names | {"hop per request", "hop per chunk"} == set(figures)
+    assert all(figures[name] > 0 for name in names)

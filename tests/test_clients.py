@@ -7,7 +7,6 @@ counts come from the server's /_stats and from bridge.stats().
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import subprocess
 import sys
@@ -340,26 +339,7 @@ def test_httpx_transport_choice(b: bridge.Bridge, llm_server: SimulatedServer) -
         bridge.openai(api_key="k", transport="curl")  # type: ignore[arg-type]
 
 
-@pytest.mark.llm_server
-def test_foreign_loop_is_refused(llm_server: SimulatedServer) -> None:
-    client = bridge.openai(base_url=llm_server.base_url, api_key=new_key())
-    with pytest.raises(bridge.ForeignLoopError, match=r"bridge\.run"):
-        asyncio.run(chat_caller(client)(0))
-
-
-@pytest.mark.llm_server
-def test_own_transport_works_on_any_loop(llm_server: SimulatedServer) -> None:
-    import httpx2
-
-    client = bridge.openai(
-        base_url=llm_server.base_url, api_key=new_key(), transport=httpx2.AsyncHTTPTransport()
-    )
-
-    async def main() -> bool:
-        async with client:
-            return bool(await chat_caller(client)(1))
-
-    assert asyncio.run(main())
+# Clients on loops that are not a bridge's (asyncio.run, a transport of your own): test_hop.py
 
 
 # -- lifecycle: clean close, fork -------------------------------------------------------------

@@ -101,3 +101,25 @@ def test_the_bridge_view_answers_every_request(llm_server: SimulatedServer) -> N
 
     seen = ask(app, "/bridge")
     assert [s.split()[0] for s in seen] == [answers(i) for i in range(REQUESTS)]
+
+
+def test_an_async_view_with_a_bridge_client_answers_every_request(
+    llm_server: SimulatedServer,
+) -> None:
+    """The same async view as in the first test, with a bridge client: each request's loop
+    is new, and its calls hop to the bridge's loop, where the connections live."""
+    app = Flask(__name__)
+    ext = Bridge(app)
+    with app.app_context():
+        shared = ext.openai(base_url=llm_server.base_url, api_key="test")
+
+    @app.get("/async")
+    async def view() -> str:
+        reply = await shared.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": request.args["q"]}]
+        )
+        return reply.choices[0].message.content or ""
+
+    seen = ask(app, "/async")
+    assert [s.split()[0] for s in seen] == [answers(i) for i in range(REQUESTS)]
+    assert llm_server.stats()["requests"] == REQUESTS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -150,6 +151,50 @@ class TestRoutes:
             "endpoints": {},
             "faults": {},
         }
+
+
+TOOL = {"type": "function", "function": {"name": "Answer", "parameters": {}}}
+OTHER_TOOL = {"type": "function", "function": {"name": "Other", "parameters": {}}}
+
+
+class TestToolCalls:
+    def body(self, **extra: Any) -> dict[str, Any]:
+        return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+
+    def test_a_named_tool_choice_is_answered_with_that_call(
+        self, llm_server: SimulatedServer
+    ) -> None:
+        choice = {"type": "function", "function": {"name": "Answer"}}
+        body = self.body(tools=[OTHER_TOOL, TOOL], tool_choice=choice)
+        reply = post(llm_server, "/chat/completions", body=body).json()["choices"][0]
+        [call] = reply["message"]["tool_calls"]
+        arguments = json.loads(call["function"]["arguments"])
+        assert (reply["finish_reason"], call["function"]["name"]) == ("tool_calls", "Answer")
+        assert arguments["digest"] == bridge.testing.expected_digest("hi")
+        assert arguments["text"].startswith("digest=" + arguments["digest"])
+        assert reply["message"]["content"] is None
+
+    @pytest.mark.parametrize("choice", [None, "auto", "required"])
+    def test_otherwise_the_answer_is_text(
+        self, llm_server: SimulatedServer, choice: str | None
+    ) -> None:
+        body = self.body(tools=[TOOL, OTHER_TOOL], tool_choice=choice)
+        message = post(llm_server, "/chat/completions", body=body).json()["choices"][0]["message"]
+        assert "tool_calls" not in message
+        assert message["content"].startswith("digest=")
+
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {"tools": "Answer"},
+            {"tools": [{"type": "function"}]},
+            {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "X"}}},
+        ],
+    )
+    def test_bad_tools_400(self, llm_server: SimulatedServer, extra: dict[str, Any]) -> None:
+        response = post(llm_server, "/chat/completions", body=self.body(**extra))
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] in {"tools", "tool_choice"}
 
 
 class TestServe:

@@ -6,6 +6,8 @@ token buckets for requests and tokens, with limits configured (``_limits``), lea
 headers read as untrusted input (``_headers``), or found from 429s (``_discovery``), and
 tokens charged as each provider charges them (``_tokens``). ``_redis`` shares the buckets
 between processes; ``_stats`` counts; ``_clients`` and ``_preload`` make the SDK clients.
+A request made on a loop that is not a bridge's hops to the default bridge's (``_hop``);
+the SDKs' own retries are never sent on top of the bridge's (``_sdk_retries``).
 It uses the loop layer (``bridge._core``) and never the integrations above it.
 """
 

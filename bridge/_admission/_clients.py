@@ -4,10 +4,13 @@
 clients; ``bridge.wrap(client)`` puts a client you built (async or sync) under the same
 control; ``bridge.http_client()`` gives the bare ``httpx2`` client for any other SDK.
 
-The SDK's own retries are off (``max_retries=0``): retries happen once, in the transport.
-The clients can be made at import time, in any thread: their connections are opened on
-the bridge's loop at the first request, closed when the bridge closes, and made afresh in
-a forked child. The SDKs are imported here, inside the factories, never by ``import bridge``.
+The SDK's own retries are off (``max_retries=0``): retries happen once, in the transport,
+which also keeps the retries of an SDK client configured elsewhere (LangChain, LiteLLM)
+from being sent on top. The clients can be made at import time, in any thread, and used
+from any event loop: their connections are opened on the bridge's loop at the first
+request (a request made on another loop is sent there), closed when the bridge closes, and
+made afresh in a forked child. The SDKs are imported here, inside the factories, never by
+``import bridge``.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def openai(
             ``x-ratelimit-*`` headers.
         retry: the retry policy; default ``Retry()``.
         transport: ``"auto"`` (aiohttp when installed, else httpx2's), ``"aiohttp"``,
-            ``"httpx"``, or a transport instance of your own (then usable on any loop).
+            ``"httpx"``, or a transport instance of your own (used on the loop each
+            request is made on, with no hop; closing it is yours).
         **kwargs: go to ``AsyncOpenAI`` (``api_key``, ``base_url``, ``timeout``...).
 
     Raises:

@@ -8,9 +8,11 @@ read here first (for ``usage``), and a stream is given to the caller as it arriv
 stream that has begun yielding is never restarted.
 
 The official ``openai`` and ``anthropic`` SDKs are built on ``httpx2``, so these are
-``httpx2`` transports. The inner async transport is made per event loop, on first use,
-because aiohttp sessions and connection pools belong to the loop that made them; the
-bridge closes them as its loop closes.
+``httpx2`` transports. The inner async transport is one pool per bridge loop, made on
+first use, because aiohttp sessions and connection pools belong to the loop that made
+them; the bridge closes them as its loop closes. A request made on any other loop hops to
+the default bridge's loop and is sent there (see ``_hop``). The SDKs' own retries are
+never sent on top of the bridge's (see ``_sdk_retries``).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import tenacity
 from .. import _process
 from .._core._runner import is_bridge_loop
 from .._core._scope import time_left
-from .._errors import ForeignLoopError
+from . import _sdk_retries as sdk_retries
 from ._controller import Controller, Ticket, controller_for, endpoint_of
 from ._headers import retry_after
+from ._hop import HopStream, bridge_loop, call_on
 from ._limits import Limits, Retry
 from ._tokens import NO_TOKENS, Estimate, estimate, resolve_accounting
 
@@ -134,8 +137,10 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
         limits: the endpoint's limits (the first configuration of an endpoint wins).
         retry: the retry policy.
         inner: ``"auto"`` (aiohttp when installed, else httpx2's own), ``"aiohttp"``,
-            ``"httpx"``, or a transport you built. A transport you pass is used on any
-            loop, and closed by :meth:`aclose`; the ones made here belong to bridge loops.
+            ``"httpx"``, or a transport you built. A transport you pass is used on the
+            loop the request is made on, and closed by :meth:`aclose`. The ones made here
+            belong to bridge loops: a request made on another loop is sent on the default
+            bridge's, and its response (each chunk of a stream) comes back.
     """
 
     def __init__(
@@ -156,8 +161,47 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
         return f"<AdmissionTransport {self._limits!r} {self._retry!r}>"
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        attempt = sdk_retries.sdk_attempt(request)
+        if attempt is None:
+            return await self._dispatch(request)
+        replayed = sdk_retries.replay(request, attempt)
+        if replayed is not None:
+            return replayed
+        try:
+            response = await self._dispatch(request)
+        except Exception as exc:
+            sdk_retries.failed(exc)
+            raise
+        sdk_retries.answered(response)
+        return response
+
+    async def _dispatch(self, request: httpx2.Request) -> httpx2.Response:
+        if self._given is not None:
+            return await self._send(request, self._given)
+        loop = asyncio.get_running_loop()
+        if is_bridge_loop(loop):
+            return await self._send(request, _shared_inner(loop, self._choice))
+        return await self._hop(request)
+
+    async def _hop(self, request: httpx2.Request) -> httpx2.Response:
+        """Send from a loop that is not a bridge's, on the default bridge's loop."""
+        loop = bridge_loop()
+        if not isinstance(request.stream, httpx2.ByteStream):
+            await _read_body(request)
+        return await call_on(loop, self._send_here, request, orphan=_close_orphan)
+
+    async def _send_here(self, request: httpx2.Request) -> httpx2.Response:
+        """On a bridge's loop, for a caller on another: a stream is read here, chunk by chunk."""
+        loop = asyncio.get_running_loop()
+        response = await self._send(request, _shared_inner(loop, self._choice))
+        if not response.is_closed and isinstance(response.stream, httpx2.AsyncByteStream):
+            response.stream = HopStream(response.stream, loop)
+        return response
+
+    async def _send(
+        self, request: httpx2.Request, inner: httpx2.AsyncBaseTransport
+    ) -> httpx2.Response:
         controller = self._controller(request)
-        inner = self._inner()
         if request.url.userinfo and _is_aiohttp(inner):
             raise ValueError(
                 "the base URL holds a user name or password (user:password@host), which the "
@@ -227,23 +271,25 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
     def _controller(self, request: httpx2.Request) -> Controller:
         return _controller_for(request, self._limits)
 
-    def _inner(self) -> httpx2.AsyncBaseTransport:
-        if self._given is not None:
-            return self._given
-        loop = asyncio.get_running_loop()
-        if not is_bridge_loop(loop):
-            raise ForeignLoopError(
-                "this client was made by bridge.openai()/anthropic()/http_client() and its "
-                "connections live on the bridge's event loop; call it through "
-                "bridge.run()/gather()/map(), or pass transport=httpx2.AsyncHTTPTransport() "
-                "to use it on your own loop (and close it yourself)"
-            )
-        return _shared_inner(loop, self._choice)
-
     async def aclose(self) -> None:
         """Close the transport you passed; a shared pool stays with the bridge's loop."""
         if self._given is not None:
             await self._given.aclose()
+
+
+async def _read_body(request: httpx2.Request) -> None:
+    """Read a streamed body on the caller's loop (an async generator may belong to it), and
+    send it with a length: what the bridge sends is bytes."""
+    body = await request.aread()
+    if "transfer-encoding" in request.headers:
+        del request.headers["transfer-encoding"]
+    request.headers["content-length"] = str(len(body))
+
+
+def _close_orphan(response: httpx2.Response) -> None:
+    """A response its caller no longer waits for: close its stream where it lives."""
+    if isinstance(response.stream, HopStream):
+        response.stream.close_soon()
 
 
 class _AsyncMeteredStream(httpx2.AsyncByteStream):
@@ -300,10 +346,25 @@ class SyncAdmissionTransport(httpx2.BaseTransport):
         return f"<SyncAdmissionTransport {self._limits!r} {self._retry!r}>"
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        attempt = sdk_retries.sdk_attempt(request)
+        if attempt is None:
+            return self._send(request)
+        replayed = sdk_retries.replay(request, attempt)
+        if replayed is not None:
+            return replayed
+        try:
+            response = self._send(request)
+        except Exception as exc:
+            sdk_retries.failed(exc)
+            raise
+        sdk_retries.answered(response)
+        return response
+
+    def _send(self, request: httpx2.Request) -> httpx2.Response:
         controller = _controller_for(request, self._limits)
         inner = self._inner()
         attempts = self._retry.attempts
-        try:  # outside tenacity first, as in AdmissionTransport.handle_async_request
+        try:  # outside tenacity first, as in AdmissionTransport._send
             return self._attempt(controller, inner, request, last=attempts == 1)
         except RETRYABLE as exc:
             if attempts == 1:

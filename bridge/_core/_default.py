@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import threading
@@ -11,6 +12,7 @@ from typing import Concatenate, ParamSpec, TypeVar, overload
 from ._bridge import Bridge, make_sync
 
 __all__ = [
+    "default_loop",
     "gather",
     "get_default",
     "imap",
@@ -36,6 +38,16 @@ def get_default() -> Bridge:
     if current is not None:
         return current
     return _create_default()
+
+
+def default_loop() -> asyncio.AbstractEventLoop:
+    """The default bridge's loop, started on first use: where a bridge client sends a request
+    made on a loop that is not a bridge's.
+
+    Raises:
+        BridgeClosedError: the default bridge is closed.
+    """
+    return get_default()._submit.open_loop()
 
 
 def _create_default() -> Bridge:

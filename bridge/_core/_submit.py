@@ -142,6 +142,16 @@ class Submitter:
             return
         Call(runner, runner.loop(), coro, ctx, NULL_NOTIFIER).submit()
 
+    def open_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop, started on first use, for a task handed over from another loop.
+
+        Raises:
+            BridgeClosedError: the bridge is closed.
+        """
+        if self.runner.closing:
+            raise BridgeClosedError("this bridge is closed")
+        return self.runner.loop()
+
     def usable_pool(self) -> ThreadPool:
         """The thread pool, or BridgeClosedError once the bridge is closed."""
         if self.runner.closing:

@@ -19,6 +19,7 @@ from ._content import (
     Reply,
     embed,
     encode_embedding,
+    expected_digest,
     make_reply,
     split_chunks,
     token_count,
@@ -55,6 +56,8 @@ class Call:
     max_output: int  # the reply's cap: max_tokens, or the default; 0 for embeddings
     reply: Reply | None = None  # chat and messages
     include_usage: bool = False  # chat streams: stream_options.include_usage
+    tool: str | None = None  # chat: the function a tool call must name (tools, tool_choice)
+    digest: str = ""  # chat with a tool: expected_digest of the last user message
     inputs: list[str] | None = None  # embeddings
     dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS
     base64: bool = False
@@ -149,27 +152,38 @@ class ChatCompletions(Endpoint):
         if options is not None and not isinstance(options, dict):
             raise BadRequest("stream_options must be an object.", "stream_options")
         prompt = sum(token_count(_text(m.get("content"))) for m in messages)
+        last_user = _last_user(messages)
+        tool = None if stream else _forced_tool(body)
         return Call(
             model=model,
             stream=stream,
             prompt_tokens=prompt,
             max_output=max_tokens or DEFAULT_REPLY_TOKENS,
-            reply=make_reply(_last_user(messages), max_tokens),
+            reply=make_reply(last_user, max_tokens),
             include_usage=stream and bool((options or {}).get("include_usage")),
+            tool=tool,
+            digest=expected_digest(last_user) if tool else "",
         )
 
     def respond(self, call: Call) -> dict[str, Any]:
         reply = _reply(call)
-        message = {"role": "assistant", "content": reply.text, "refusal": None}
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+        finish = _finish(reply, "length", "stop")
+        if call.tool is not None:
+            arguments = {"digest": call.digest, "text": reply.text}
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": f"call_sim{next(_ids)}",
+                    "type": "function",
+                    "function": {"name": call.tool, "arguments": dumps(arguments).decode()},
+                }
+            ]
+            finish = "tool_calls"
         return {
             **self._envelope(call, "chat.completion"),
             "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": _finish(reply, "length", "stop"),
-                }
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             ],
             "usage": _openai_usage(call),
         }
@@ -421,6 +435,31 @@ def _last_user(messages: list[dict[str, Any]]) -> str:
         if message["role"] == "user":
             return _text(message.get("content"))
     return ""
+
+
+def _forced_tool(body: dict[str, Any]) -> str | None:
+    """The function a reply must call: the one ``tool_choice`` names, or the only tool when
+    a call is required. None: the model answers in text, as models may."""
+    tools = body.get("tools")
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not all(_function_name(t) for t in tools):
+        raise BadRequest("tools must be an array of {type: function, function: {name}}.", "tools")
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        name = _function_name(choice)
+        if name not in {_function_name(t) for t in tools}:
+            raise BadRequest("tool_choice must name one of the tools.", "tool_choice")
+        return name
+    if choice == "required" and len(tools) == 1:
+        return _function_name(tools[0])
+    return None
+
+
+def _function_name(value: object) -> str | None:
+    function = value.get("function") if isinstance(value, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 def _embedding_inputs(value: object) -> list[str]:

@@ -31,32 +31,15 @@ class Summary:
 
 @functools.cache
 def client() -> Any:
-    """The process's AsyncOpenAI for sync views, on the bridge's loop.
+    """The process's AsyncOpenAI, for sync and async views alike, under the same limits.
 
     ``SummariesConfig.ready()`` makes it, so that under gunicorn ``--preload`` the master
     makes it before fork: a forked worker's first request then pays for nothing but its
-    LLM calls. Its connections are opened on the worker's loop, never shared.
+    LLM calls. Its connections are opened on the worker's bridge loop, never shared; an
+    async view's requests (on uvicorn's loop) are sent there too.
     """
     return bridge.django.openai(
         base_url=settings.LLM_BASE_URL, api_key=settings.LLM_API_KEY, timeout=60
-    )
-
-
-@functools.cache
-def async_client() -> Any:
-    """The client for async views under ASGI, on the server's own loop.
-
-    ``bridge.openai()`` clients keep their connections on the bridge's loop and refuse
-    another (``bridge.ForeignLoopError``); with a transport of its own the same limits
-    apply on uvicorn's loop.
-    """
-    import httpx2  # noqa: PLC0415 - only ASGI deployments need it
-
-    return bridge.django.openai(
-        base_url=settings.LLM_BASE_URL,
-        api_key=settings.LLM_API_KEY,
-        timeout=60,
-        transport=httpx2.AsyncHTTPTransport(),
     )
 
 

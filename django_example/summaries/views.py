@@ -130,13 +130,14 @@ def ndjson(job: SummarizeRequest) -> Iterator[str]:
 @csrf_exempt
 @require_POST
 async def summarize_async(request: HttpRequest) -> JsonResponse:
-    """The JSON API for ASGI servers: awaits the client on the server's loop."""
+    """The JSON API for ASGI servers: awaits the same client as the sync views, on the
+    server's loop; its requests are sent on the bridge's, under the same limits."""
     try:
         job = parse_request(request)
     except InvalidRequestError as exc:
         return JsonResponse({"error": str(exc)}, status=exc.status)
     start = time.perf_counter()
-    one = llm.summarise_indexed(start, llm=llm.async_client())
+    one = llm.summarise_indexed(start)
     gate = asyncio.Semaphore(llm.concurrency_for(job.mode))
 
     async def bounded(item: tuple[int, str]) -> llm.Summary:
