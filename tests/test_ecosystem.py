@@ -46,7 +46,12 @@ def library(name: str) -> ModuleType:
     except ImportError as exc:
         if IN_CI:
             raise
-        pytest.skip(f"{name} is not installed ({exc}); pip install -e '.[dev]'")
+        hint = (
+            "pip install --no-deps 'instructor==1.17.*'"
+            if name == "instructor"
+            else "pip install -e '.[dev]'"
+        )
+        pytest.skip(f"{name} is not installed ({exc}); {hint}")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -142,5 +142,5 @@ def watch(describe: Callable[[], CallInfo]) -> Watch:
 
 def paused(endpoint: str, seconds: float) -> None:
     """Tell every watcher that ``endpoint`` was paused."""
-    for w in list(_watchers):
+    for w in tuple(_watchers):  # a watcher may be removed meanwhile
         w.paused(endpoint, seconds)
