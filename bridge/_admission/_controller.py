@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Final
 from .. import _process
 from .._core._scope import current_lane, deadline_at
 from .._errors import DeadlineExceeded
+from . import _observe as observe
 from ._buckets import BUCKET_SECONDS, LANE_IDLE, Limit
 from ._discovery import RateFinder
 from ._endpoint import Endpoint, endpoint_of
@@ -543,6 +544,7 @@ class Controller:
                 bucket.hold_back(seconds, now)
             self._wake_sleepers()
         self._tell("pause", seconds, _shared_rate(self.limits.rpm), _shared_rate(self.limits.tpm))
+        observe.paused(self.endpoint.label, seconds)
         logger.info("%s: 429, pausing %.3f s", self.endpoint.label, seconds)
 
     def _widen(self) -> None:

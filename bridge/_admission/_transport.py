@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import re
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Literal, NoReturn
@@ -34,7 +36,8 @@ import tenacity
 
 from .. import _process
 from .._core._runner import is_bridge_loop
-from .._core._scope import time_left
+from .._core._scope import current_lane, time_left
+from . import _observe as observe
 from . import _sdk_retries as sdk_retries
 from ._controller import Controller, Ticket, controller_for, endpoint_of
 from ._headers import retry_after
@@ -101,20 +104,17 @@ class _PastDeadline(tenacity.stop.stop_base):
         return left is not None and retry_state.upcoming_sleep >= left
 
 
-def _retrying_kwargs(retry: Retry, label: str) -> dict[str, Any]:
+def _retrying_kwargs(retry: Retry, exchange: _Exchange) -> dict[str, Any]:
     return {
         "stop": tenacity.stop_after_attempt(retry.attempts) | _PastDeadline(),
         "wait": _Wait(retry),
         "retry": tenacity.retry_if_exception_type(RETRYABLE),
         "reraise": True,
-        "before_sleep": lambda state: _log_retry(state, label, retry.attempts),
+        "before_sleep": exchange.retrying,
     }
 
 
-def _log_retry(state: tenacity.RetryCallState, label: str, attempts: int) -> None:
-    outcome = state.outcome
-    exc = None if outcome is None else outcome.exception()
-    what = f"HTTP {exc.status}" if isinstance(exc, RetryableStatusError) else type(exc).__name__
+def _log_retry(state: tenacity.RetryCallState, label: str, attempts: int, what: str) -> None:
     wait = state.upcoming_sleep
     logger.info(
         "%s: %s, retry %d of %d in %.3f s",
@@ -124,6 +124,114 @@ def _log_retry(state: tenacity.RetryCallState, label: str, attempts: int) -> Non
         attempts - 1,
         wait,
         extra={"bridge_retry_wait": wait, "bridge_retry_reason": what},
+    )
+
+
+# -- what both transports share: everything but the I/O ----------------------------------------
+
+
+class _Exchange:
+    """One request's passage through admission, retries and the response, minus the I/O.
+
+    Both transports drive it the same way (admit, send, :meth:`answered`, read or stream,
+    finish): only how they wait and read differs. It keeps the call's watch (metrics and
+    traces, when anything watches) and what the last answer said.
+    """
+
+    __slots__ = ("_admit_started", "_headers", "_sent_at", "_status", "controller", "request",
+                 "retry", "streamed", "watch")  # fmt: skip
+
+    def __init__(self, controller: Controller, request: httpx2.Request, retry: Retry) -> None:
+        self.controller = controller
+        self.request = request
+        self.retry = retry
+        self.streamed = False
+        self.watch = observe.watch(lambda: _describe(controller, request))
+        self._headers: Mapping[str, str] = {}
+        self._status = 0
+        self._admit_started = self._sent_at = 0.0
+
+    async def admit_async(self) -> Ticket:
+        self._admit_started = time.monotonic()
+        ticket = await self.controller.admit_async(self._tokens)
+        self._sending()
+        return ticket
+
+    def admit_sync(self) -> Ticket:
+        self._admit_started = time.monotonic()
+        ticket = self.controller.admit_sync(self._tokens)
+        self._sending()
+        return ticket
+
+    def _tokens(self) -> Estimate:
+        return _tokens_of(self.controller, self.request)
+
+    def _sending(self) -> None:
+        _cap_timeout(self.request)
+        self._sent_at = time.monotonic()
+        self.watch.admitted(self._sent_at - self._admit_started)
+
+    def answered(self, ticket: Ticket, response: httpx2.Response, *, last: bool) -> bool:
+        """Learn from an answer; True if it is to be discarded and the request retried."""
+        headers = self._headers = _plain(response.headers)
+        status = self._status = response.status_code
+        self.watch.answered(status, time.monotonic() - self._sent_at)
+        self.controller.on_response(ticket, status, headers, max_pause=self.retry.max_wait)
+        self.streamed = _is_stream(headers)
+        return status in RETRY_STATUSES and not last
+
+    def retry_status(self) -> NoReturn:
+        """Raise what tells the retry loop to try again (after the answer is discarded)."""
+        _retry_status(self.controller, self._status, self._headers)
+
+    def read(self, ticket: Ticket, content: bytes) -> None:
+        """A complete body: count and settle its usage."""
+        scanner = _UsageScanner()
+        scanner.feed(content)
+        self._settle(ticket, scanner)
+
+    def stream_ended(self, ticket: Ticket, usage: _UsageScanner) -> None:
+        self._settle(ticket, usage)
+        self.controller.finish(ticket)
+        self.watch.end(None)
+
+    def _settle(self, ticket: Ticket, usage: _UsageScanner) -> None:
+        used_in, used_out = usage.totals()
+        self.controller.settle_tokens(ticket, used_in, used_out)
+        if used_in is not None and used_out is not None:
+            self.watch.tokens(used_in, used_out)
+
+    def returned(self, response: httpx2.Response) -> None:
+        """The response goes back to the SDK; a stream's call ends with the stream."""
+        if not self.streamed:
+            self.watch.end(None)
+
+    def retrying(self, state: tenacity.RetryCallState) -> None:
+        """Before tenacity sleeps: count, log and tell the watch why."""
+        outcome = state.outcome
+        exc = None if outcome is None else outcome.exception()
+        what = f"HTTP {exc.status}" if isinstance(exc, RetryableStatusError) else type(exc).__name__
+        self.controller.stats.add(retries=1)
+        self.watch.retry(what)
+        _log_retry(state, self.controller.endpoint.label, self.retry.attempts, what)
+
+
+def _describe(controller: Controller, request: httpx2.Request) -> observe.CallInfo:
+    """What a watcher is told of a call when it starts (only when something watches)."""
+    path = request.url.path
+    system = "anthropic" if path.endswith("/messages") else "openai"
+    operation = path.rstrip("/").rsplit("/", 1)[-1]
+    operation = {"completions": "chat", "messages": "chat"}.get(operation, operation)
+    model = None
+    with contextlib.suppress(ValueError, TypeError, AttributeError, httpx2.RequestNotRead):
+        model = json.loads(request.content).get("model")
+    return observe.CallInfo(
+        endpoint=controller.endpoint.label,
+        system=system,
+        operation=operation,
+        model=model if isinstance(model, str) else None,
+        lane=current_lane(),
+        deadline_left=time_left(),
     )
 
 
@@ -208,64 +316,62 @@ class AdmissionTransport(httpx2.AsyncBaseTransport):
                 "aiohttp transport cannot send beside the API key's header: take them out of "
                 "base_url and pass the key as api_key, or use transport='httpx'"
             )
+        exchange = _Exchange(controller, request, self._retry)
+        try:
+            response = await self._attempts(exchange, inner)
+        except BaseException as exc:
+            exchange.watch.end(exc)
+            raise
+        exchange.returned(response)
+        return response
+
+    async def _attempts(
+        self, exchange: _Exchange, inner: httpx2.AsyncBaseTransport
+    ) -> httpx2.Response:
         attempts = self._retry.attempts
         # Most requests succeed first time, and tenacity's machinery costs about a tenth of
         # a zero-latency request's client time, so the first attempt runs outside it.
         try:
-            return await self._attempt(controller, inner, request, last=attempts == 1)
+            return await self._attempt(exchange, inner, last=attempts == 1)
         except RETRYABLE as exc:
             if attempts == 1:
                 raise
             first: BaseException | None = exc
-        retrying = tenacity.AsyncRetrying(
-            **_retrying_kwargs(self._retry, controller.endpoint.label)
-        )
-        async for attempt in retrying:
+        async for attempt in tenacity.AsyncRetrying(**_retrying_kwargs(self._retry, exchange)):
             with attempt:
                 if first is not None:  # hand tenacity the first failure as its attempt 1
                     failure, first = first, None
                     raise failure
-                controller.stats.add(retries=1)
                 last = attempt.retry_state.attempt_number >= attempts
-                return await self._attempt(controller, inner, request, last=last)
+                return await self._attempt(exchange, inner, last=last)
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     async def _attempt(
-        self,
-        controller: Controller,
-        inner: httpx2.AsyncBaseTransport,
-        request: httpx2.Request,
-        *,
-        last: bool,
+        self, exchange: _Exchange, inner: httpx2.AsyncBaseTransport, *, last: bool
     ) -> httpx2.Response:
-        ticket = await controller.admit_async(lambda: _tokens_of(controller, request))
-        _cap_timeout(request)
+        request = exchange.request
+        ticket = await exchange.admit_async()
         try:
             try:
                 response = await inner.handle_async_request(request)
             except (httpx2.ConnectTimeout, httpx2.ConnectError) as exc:
                 raise _honest(exc, request) from exc
-            headers = _plain(response.headers)
-            controller.on_response(
-                ticket, response.status_code, headers, max_pause=self._retry.max_wait
-            )
-            if response.status_code in RETRY_STATUSES and not last:
+            if exchange.answered(ticket, response, last=last):
                 await _discard_async(response)
-                _retry_status(controller, response.status_code, headers)
-            stream = _is_stream(headers)
-            if not stream:
+                exchange.retry_status()
+            if not exchange.streamed:
                 try:
                     await response.aread()
                 except httpx2.ConnectTimeout as exc:
                     raise _honest(exc, request) from exc.__cause__
-                _settle(controller, ticket, response.content)
+                exchange.read(ticket, response.content)
         except BaseException:
-            controller.finish(ticket)
+            exchange.controller.finish(ticket)
             raise
-        if stream:
-            response.stream = _AsyncMeteredStream(response.stream, controller, ticket)
+        if exchange.streamed:
+            response.stream = _AsyncMeteredStream(response.stream, exchange, ticket)
         else:
-            controller.finish(ticket)
+            exchange.controller.finish(ticket)
         return response
 
     def _controller(self, request: httpx2.Request) -> Controller:
@@ -295,9 +401,9 @@ def _close_orphan(response: httpx2.Response) -> None:
 class _AsyncMeteredStream(httpx2.AsyncByteStream):
     """A streamed body passed through as it arrives; at its end, usage is counted."""
 
-    def __init__(self, inner: Any, controller: Controller, ticket: Ticket) -> None:
+    def __init__(self, inner: Any, exchange: _Exchange, ticket: Ticket) -> None:
         self._inner = inner
-        self._controller = controller
+        self._exchange = exchange
         self._ticket = ticket
         self._usage = _UsageScanner()
         self._done = False
@@ -319,8 +425,7 @@ class _AsyncMeteredStream(httpx2.AsyncByteStream):
     def _end(self) -> None:
         if not self._done:
             self._done = True
-            self._controller.settle_tokens(self._ticket, *self._usage.totals())
-            self._controller.finish(self._ticket)
+            self._exchange.stream_ended(self._ticket, self._usage)
 
 
 async def _discard_async(response: httpx2.Response) -> None:
@@ -361,57 +466,51 @@ class SyncAdmissionTransport(httpx2.BaseTransport):
         return response
 
     def _send(self, request: httpx2.Request) -> httpx2.Response:
-        controller = _controller_for(request, self._limits)
-        inner = self._inner()
+        exchange = _Exchange(_controller_for(request, self._limits), request, self._retry)
+        try:
+            response = self._attempts(exchange, self._inner())
+        except BaseException as exc:
+            exchange.watch.end(exc)
+            raise
+        exchange.returned(response)
+        return response
+
+    def _attempts(self, exchange: _Exchange, inner: httpx2.BaseTransport) -> httpx2.Response:
         attempts = self._retry.attempts
-        try:  # outside tenacity first, as in AdmissionTransport._send
-            return self._attempt(controller, inner, request, last=attempts == 1)
+        try:  # outside tenacity first, as in AdmissionTransport._attempts
+            return self._attempt(exchange, inner, last=attempts == 1)
         except RETRYABLE as exc:
             if attempts == 1:
                 raise
             first: BaseException | None = exc
-        for attempt in tenacity.Retrying(
-            **_retrying_kwargs(self._retry, controller.endpoint.label)
-        ):
+        for attempt in tenacity.Retrying(**_retrying_kwargs(self._retry, exchange)):
             with attempt:
                 if first is not None:
                     failure, first = first, None
                     raise failure
-                controller.stats.add(retries=1)
                 last = attempt.retry_state.attempt_number >= attempts
-                return self._attempt(controller, inner, request, last=last)
+                return self._attempt(exchange, inner, last=last)
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     def _attempt(
-        self,
-        controller: Controller,
-        inner: httpx2.BaseTransport,
-        request: httpx2.Request,
-        *,
-        last: bool,
+        self, exchange: _Exchange, inner: httpx2.BaseTransport, *, last: bool
     ) -> httpx2.Response:
-        ticket = controller.admit_sync(lambda: _tokens_of(controller, request))
-        _cap_timeout(request)
+        ticket = exchange.admit_sync()
         try:
-            response = inner.handle_request(request)
-            headers = _plain(response.headers)
-            controller.on_response(
-                ticket, response.status_code, headers, max_pause=self._retry.max_wait
-            )
-            if response.status_code in RETRY_STATUSES and not last:
+            response = inner.handle_request(exchange.request)
+            if exchange.answered(ticket, response, last=last):
                 _discard_sync(response)
-                _retry_status(controller, response.status_code, headers)
-            stream = _is_stream(headers)
-            if not stream:
+                exchange.retry_status()
+            if not exchange.streamed:
                 response.read()
-                _settle(controller, ticket, response.content)
+                exchange.read(ticket, response.content)
         except BaseException:
-            controller.finish(ticket)
+            exchange.controller.finish(ticket)
             raise
-        if stream:
-            response.stream = _SyncMeteredStream(response.stream, controller, ticket)
+        if exchange.streamed:
+            response.stream = _SyncMeteredStream(response.stream, exchange, ticket)
         else:
-            controller.finish(ticket)
+            exchange.controller.finish(ticket)
         return response
 
     def _inner(self) -> httpx2.BaseTransport:
@@ -424,9 +523,9 @@ class SyncAdmissionTransport(httpx2.BaseTransport):
 
 
 class _SyncMeteredStream(httpx2.SyncByteStream):
-    def __init__(self, inner: Any, controller: Controller, ticket: Ticket) -> None:
+    def __init__(self, inner: Any, exchange: _Exchange, ticket: Ticket) -> None:
         self._inner = inner
-        self._controller = controller
+        self._exchange = exchange
         self._ticket = ticket
         self._usage = _UsageScanner()
         self._done = False
@@ -442,8 +541,7 @@ class _SyncMeteredStream(httpx2.SyncByteStream):
         finally:
             if not self._done:
                 self._done = True
-                self._controller.settle_tokens(self._ticket, *self._usage.totals())
-                self._controller.finish(self._ticket)
+                self._exchange.stream_ended(self._ticket, self._usage)
 
 
 def _discard_sync(response: httpx2.Response) -> None:
@@ -644,12 +742,6 @@ class _UsageScanner:
 
     def totals(self) -> tuple[int | None, int | None]:
         return self.prompt, self.completion
-
-
-def _settle(controller: Controller, ticket: Ticket, content: bytes) -> None:
-    scanner = _UsageScanner()
-    scanner.feed(content)
-    controller.settle_tokens(ticket, *scanner.totals())
 
 
 # -- lifecycle: one shared pool per bridge loop, closed with it, forgotten after fork ----------
