@@ -199,7 +199,7 @@ def open_journal(
     scheme = DEFAULT_KEY_SCHEME if key is None else f"key:{qualified_name(key)}"
     invoke = bridge._invoker(fn, where)
     items = iter(iterable)
-    store = store_for(journal)
+    store = store_for(journal, default_batch=qualified_name(fn))
     open_store(store, {"function": qualified_name(fn), "key_scheme": scheme})
     try:
         return JournalIterator(
