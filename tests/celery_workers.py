@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).resolve().parent
-#: A hang guard for a worker's start and stop, never a timing assertion.
+#: A hang guard for a worker's start, never a timing assertion.
 GUARD_SECONDS = 60.0
+#: How long a warm shutdown may take (its running tasks finish) before SIGKILL.
+STOP_SECONDS = 20.0
 
 
 def unique(prefix: str) -> str:
@@ -94,7 +96,7 @@ def stop_all(workers: list[Worker]) -> None:
             os.kill(worker.pid, signal.SIGTERM)
     for worker in workers:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            worker.process.wait(GUARD_SECONDS)
+            worker.process.wait(STOP_SECONDS)
         worker.kill()
 
 
