@@ -35,7 +35,9 @@ def unique(prefix: str) -> str:
 class Worker:
     """One worker command in its own session, logging to ``log``."""
 
-    def __init__(self, argv: list[str], *, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, argv: list[str], *, env: dict[str, str], log: Path, cwd: Path = HERE
+    ) -> None:
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
@@ -45,7 +47,7 @@ class Worker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                cwd=HERE,
+                cwd=cwd,
             )
 
     @property
@@ -106,3 +108,12 @@ def close_client(app: Any) -> None:
     if consumer is not None and getattr(consumer, "_consumer", None) is not None:
         consumer.stop()
     app.close()
+
+
+def forget_batches(postgres_url: str, batch_ids: list[str]) -> None:
+    """Delete the journal rows of the batches a test made."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        for table in ("bridge_journal", "bridge_journal_meta", "bridge_journal_holders"):
+            db.execute(f"DELETE FROM {table} WHERE batch_id = ANY(%s)", (batch_ids,))  # noqa: S608

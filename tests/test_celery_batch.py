@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery_workers import Worker, start_workers, stop_all, unique
+from celery_workers import Worker, forget_batches, start_workers, stop_all, unique
 
 from bridge.testing import SimulatedServer, serve
 
 pytest.importorskip("celery")
 redis = pytest.importorskip("redis")
-psycopg = pytest.importorskip("psycopg")
+pytest.importorskip("psycopg")
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
@@ -85,9 +85,7 @@ def batch_ids(postgres_url: str) -> Iterator[list[str]]:
     """The batches the tests make; their rows are deleted afterwards."""
     made: list[str] = []
     yield made
-    with psycopg.connect(postgres_url, autocommit=True) as db:
-        for table in ("bridge_journal", "bridge_journal_meta", "bridge_journal_holders"):
-            db.execute(f"DELETE FROM {table} WHERE batch_id = ANY(%s)", (made,))
+    forget_batches(postgres_url, made)
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +337,7 @@ def test_the_worker_command_needs_an_endpoint(rabbitmq_url: str, postgres_url: s
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}
     result = subprocess.run(
         [sys.executable, "-m", "bridge", "worker", "--broker", rabbitmq_url,
-         "--store", "redis://127.0.0.1:6379/0", "--journal", postgres_url],  # fmt: skip
+         "--store", "redis://127.0.0.1:6379/0", "--journal", postgres_url],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2

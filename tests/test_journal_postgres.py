@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery_workers import unique
+from celery_workers import forget_batches, unique
 
 import bridge
 from bridge._journal import Entry, open_store, store_for
@@ -36,9 +36,7 @@ def batches(postgres_url: str) -> Iterator[list[str]]:
     """Batch ids for this test; their rows are deleted afterwards."""
     made: list[str] = []
     yield made
-    with psycopg.connect(postgres_url, autocommit=True) as db:
-        for table in ("bridge_journal", "bridge_journal_meta", "bridge_journal_holders"):
-            db.execute(f"DELETE FROM {table} WHERE batch_id = ANY(%s)", (made,))
+    forget_batches(postgres_url, made)
 
 
 @pytest.fixture

@@ -197,34 +197,42 @@ class Batch:
         """Items with an outcome now: those recorded before, plus those recorded since."""
         return min(self.total, self.total - self.pending + self._store.recorded_since(self._since))
 
-    def wait(self, timeout: float | None = None, *, progress: Progress = False) -> None:
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        progress: Progress = False,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         """Block until every chunk task has finished (or failed).
 
         ``progress=True`` draws one bar for the whole cluster on a terminal (``"force"``:
-        always), from the journal's counts.
+        always), from the journal's counts; ``on_progress(done, total)`` is called with the
+        same counts every half second or so, and once at the end.
 
         Raises:
             TimeoutError: not finished within ``timeout`` seconds; the chunks go on.
         """
-        if not self._tasks:
-            return
+        with _Bar(self, progress, on_progress) as tick:
+            outcomes = self._join(timeout, tick) if self._tasks else []
+            tick()
+        for (number, _), outcome in zip(self._tasks, outcomes, strict=True):
+            self.reports[number] = outcome
+
+    def _join(self, timeout: float | None, tick: Callable[[], None]) -> list[Any]:
         from celery.exceptions import TimeoutError as CeleryTimeout  # noqa: PLC0415 - optional
         from celery.result import ResultSet  # noqa: PLC0415
 
         tasks = ResultSet([task for _, task in self._tasks])
         join = tasks.join_native if tasks.supports_native_join else tasks.join
-        with _Bar(self, progress) as tick:
-            try:
-                outcomes = join(timeout=timeout, propagate=False, on_interval=tick,
-                                interval=POLL_SECONDS)  # fmt: skip
-            except CeleryTimeout:
-                raise TimeoutError(
-                    f"batch {self.batch_id} did not finish within {timeout} s; its chunks "
-                    "go on in the workers: wait again, or run it again later to resume"
-                ) from None
-            tick()
-        for (number, _), outcome in zip(self._tasks, outcomes, strict=True):
-            self.reports[number] = outcome
+        try:
+            return list(join(timeout=timeout, propagate=False, on_interval=tick,
+                             interval=POLL_SECONDS))  # fmt: skip
+        except CeleryTimeout:
+            raise TimeoutError(
+                f"batch {self.batch_id} did not finish within {timeout} s; its chunks go on "
+                "in the workers: wait again, or run it again later to resume"
+            ) from None
 
     def failures(self) -> dict[int, BaseException]:
         """The chunk tasks that failed, by chunk number (their items stay unrecorded)."""
@@ -493,9 +501,12 @@ def _value(entry: Entry | None, batch_id: str, index: int) -> Any:
 class _Bar:
     """One progress bar for the whole cluster, fed from the journal's counts."""
 
-    def __init__(self, batch: Batch, progress: Progress) -> None:
+    def __init__(
+        self, batch: Batch, progress: Progress, report: Callable[[int, int], None] | None
+    ) -> None:
         self._batch = batch
         self._on = wanted(progress)
+        self._report = report
         self._bar: Any = None
 
     def __enter__(self) -> Callable[[], None]:
@@ -511,8 +522,13 @@ class _Bar:
         return self.tick
 
     def tick(self) -> None:
+        if self._bar is None and self._report is None:
+            return
+        done = self._batch.done()
         if self._bar is not None:
-            self._bar.update(self._task, completed=self._batch.done())
+            self._bar.update(self._task, completed=done)
+        if self._report is not None:
+            self._report(done, self._batch.total)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
