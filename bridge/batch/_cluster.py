@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
+import bridge
 from bridge._journal import Entry, RunCounts, loads
 from bridge._journal._postgres import redacted_url
 from bridge.celery._fanout import Batch, _submit
@@ -36,6 +37,11 @@ from ._send import Line
 from ._summary import Tally, report
 
 __all__ = ["run_on_cluster"]
+
+_GO_ON = (
+    "the chunks already queued go on in the workers; run the same command again to "
+    "wait for them and write the output"
+)
 
 
 def run_on_cluster(args: argparse.Namespace, journal: str, default_batch_id: str) -> int:
@@ -62,14 +68,13 @@ def run_on_cluster(args: argparse.Namespace, journal: str, default_batch_id: str
             )
             try:
                 batch.wait(progress=True)
+                return _finish(args, batch, requests, out)
             except KeyboardInterrupt:
-                print(
-                    "interrupted: the chunks already queued go on in the workers; run the "
-                    "same command again to wait for them and write the output",
-                    file=sys.stderr,
-                )
+                print(f"interrupted: {_GO_ON}", file=sys.stderr)
                 return EXIT_INTERRUPTED
-            return _finish(args, batch, requests, out)
+            except bridge.JournalUnavailableError as exc:
+                print(f"error: {exc}\n{_GO_ON}", file=sys.stderr)
+                return EXIT_FAILED_LINES
 
 
 def _enqueue(

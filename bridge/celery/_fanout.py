@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -61,11 +62,19 @@ POLL_SECONDS: Final = 0.5
 
 # -- the worker's side ------------------------------------------------------------------
 
+_registered: weakref.WeakSet[Celery] = weakref.WeakSet()
+
 
 def register(app: Celery) -> None:
-    """Register the chunk task on ``app``: acknowledged late, requeued if its worker dies."""
-    if CHUNK_TASK not in app.tasks:
-        app.task(name=CHUNK_TASK, acks_late=True, reject_on_worker_lost=True)(run_chunk)
+    """Register the chunk task on ``app``: acknowledged late, requeued if its worker dies,
+    and retried with backoff while the journal's database is unreachable."""
+    if app in _registered:
+        return
+    _registered.add(app)
+    # Not shared (with apps made later) and lazy: the app is not finalized here.
+    app.task(name=CHUNK_TASK, shared=False, acks_late=True, reject_on_worker_lost=True,
+             autoretry_for=(bridge.JournalUnavailableError,), max_retries=8,
+             retry_backoff=2, retry_backoff_max=60)(run_chunk)  # fmt: skip
 
 
 def run_chunk(spec: dict[str, Any]) -> dict[str, Any]:
