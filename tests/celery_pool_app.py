@@ -72,6 +72,7 @@ def with_asyncio_run(text: str) -> str:
     return asyncio.run(call())
 
 
+@bridge.celery.fanout
 async def digest_of(text: str) -> list[Any]:
     """Fanned out by bridge.celery.map: the reply's check, and the process that sent it."""
     return [await ask(text), os.getpid()]

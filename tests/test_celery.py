@@ -21,6 +21,7 @@ import pytest
 from celery_workers import Worker, close_client, start_workers, stop_all, unique
 
 import bridge
+import bridge.celery
 from bridge.testing import SimulatedServer, serve
 
 celery = pytest.importorskip("celery")
@@ -200,3 +201,59 @@ def test_settings_fill_the_store_into_limits_and_hide_passwords() -> None:
     assert "s3cret" not in repr(config)
     assert app.conf.bridge_store == config.store  # written where the workers read it
     assert bridge.celery.CHUNK_TASK in app.tasks
+
+
+async def unmarked(text: str) -> str:
+    return text
+
+
+class TestOnlyMarkedFunctionsRunOnTheWorkers:
+    """A chunk names its function by path, and the broker is untrusted input."""
+
+    def test_the_caller_refuses_an_unmarked_function(self) -> None:
+        with pytest.raises(TypeError, match=r"decorate it with @bridge\.celery\.fanout"):
+            bridge.celery.submit(unmarked, ["x"], journal=JOURNAL, app=_app_with_backend())
+
+    def test_the_caller_refuses_a_function_the_workers_cannot_import(self) -> None:
+        local = bridge.celery.fanout(lambda text: text)
+        with pytest.raises(TypeError, match="must be importable by the workers"):
+            bridge.celery.submit(local, ["x"], journal=JOURNAL, app=_app_with_backend())
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "subprocess:getoutput",  # imported here, but not marked
+            "celery_pool_app:os.system",  # reached through a task module: not its own
+            "antigravity:fly",  # never imported: a chunk imports nothing
+            f"{__name__}:unmarked",
+        ],
+    )
+    def test_a_worker_refuses_any_other_path(self, path: str) -> None:
+        import celery_pool_app  # noqa: F401 - a task module the worker has imported
+
+        from bridge.celery._fanout import _marked
+
+        with pytest.raises(RuntimeError, match=r"refused to run|has not imported"):
+            _marked(path)
+        assert "antigravity" not in sys.modules
+
+    @pytest.mark.parametrize("cls", ["antigravity:Thing", "subprocess:Popen", "os:environ"])
+    def test_items_from_the_broker_import_and_build_nothing_else(self, cls: str) -> None:
+        from bridge._journal import loads
+
+        for tag in ("enum", "pydantic"):
+            text = f'{{"__bridge__": "{tag}", "cls": "{cls}", "name": "x", "data": {{}}}}'
+            with pytest.raises(ValueError, match="refused to rebuild"):
+                loads(text, trusted=False)
+        assert "antigravity" not in sys.modules
+
+    def test_a_marked_function_of_a_task_module_is_found(self) -> None:
+        import celery_pool_app
+
+        from bridge.celery._fanout import _marked
+
+        assert _marked("celery_pool_app:digest_of") is celery_pool_app.digest_of
+
+
+def _app_with_backend() -> Any:
+    return celery.Celery("refusals", broker="memory://", backend="cache+memory://")

@@ -62,11 +62,13 @@ def make_app(
     return app
 
 
+@bridge.celery.fanout
 async def send(item: dict[str, Any]) -> Line:
     """Send one request line (a :class:`Request` as a dict) with this process's client."""
     return await _process_sender()(Request(**item))
 
 
+@bridge.celery.fanout
 def line_status(result: Line) -> Status:
     """The status the journal records for a sent line: the line's own."""
     return result[1]

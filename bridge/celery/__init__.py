@@ -17,6 +17,10 @@
     def summarise_all(texts):
         return bridge.map(summarise, texts)   # on this worker process's own bridge
 
+Fan a list out over the workers with :func:`map` (``fn`` marked ``@bridge.celery.fanout``)::
+
+    summaries = bridge.celery.map(summarise, texts, app=app, chunk_size=100)
+
 The settings are ``bridge_concurrency``, ``bridge_threads``, ``bridge_limits`` (base URL
 to ``bridge.Limits`` keywords or a ``Limits``), ``bridge_store``, ``bridge_journal`` and
 ``bridge_preload``; ``init_app`` raises ``ValueError`` listing every bad one. It works under
@@ -35,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import bridge
 
 from ._config import CeleryConfig
-from ._fanout import CHUNK_TASK, DEFAULT_CHUNK_SIZE, Batch, map, submit
+from ._fanout import CHUNK_TASK, DEFAULT_CHUNK_SIZE, Batch, fanout, map, submit
 from ._setup import init_app, settings
 
 if TYPE_CHECKING:
@@ -49,6 +53,7 @@ __all__ = [
     "Batch",
     "CeleryConfig",
     "anthropic",
+    "fanout",
     "init_app",
     "map",
     "openai",

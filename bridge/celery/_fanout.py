@@ -15,18 +15,17 @@ progress from the journal, and reads the results from it in input order.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import inspect
-import logging
 import os
 import socket
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import bridge
 from bridge._extras import require
@@ -48,9 +47,9 @@ if TYPE_CHECKING:
     from celery import Celery
     from celery.result import AsyncResult
 
-__all__ = ["CHUNK_TASK", "DEFAULT_CHUNK_SIZE", "Batch", "map", "register", "submit"]
+__all__ = ["CHUNK_TASK", "DEFAULT_CHUNK_SIZE", "Batch", "fanout", "map", "register", "submit"]
 
-logger = logging.getLogger("bridge.celery")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The name of the chunk task that ``init_app`` registers on the app.
 CHUNK_TASK: Final = "bridge.celery.chunk"
@@ -58,6 +57,20 @@ CHUNK_TASK: Final = "bridge.celery.chunk"
 DEFAULT_CHUNK_SIZE: Final = 100
 #: Seconds between two looks at the journal's counts while waiting.
 POLL_SECONDS: Final = 0.5
+#: The attribute :func:`fanout` sets: the workers run only functions that carry it.
+_MARK: Final = "__bridge_fanout__"
+
+
+def fanout(fn: F) -> F:
+    """Mark ``fn`` as a function that :func:`bridge.celery.map` may run on the workers.
+
+    A chunk task names its function by import path, and the workers run only functions
+    carrying this mark, from modules they have already imported (their task modules):
+    anyone who can publish to the broker can still only call what you marked, as with
+    Celery's own tasks. ``fn`` is returned unchanged.
+    """
+    setattr(fn, _MARK, True)
+    return fn
 
 
 # -- the worker's side ------------------------------------------------------------------
@@ -81,6 +94,8 @@ def run_chunk(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one chunk's items into the journal; what it did, for the driver's summary."""
     from ._setup import settings  # noqa: PLC0415 - _setup imports this module
 
+    fn, judge = _marked(spec["fn"]), spec.get("judge")
+    judged = _marked(judge) if judge else _ok
     store = PostgresStore(
         _worker_journal(settings().journal, spec["journal"]),
         batch=spec["batch"],
@@ -88,7 +103,6 @@ def run_chunk(spec: dict[str, Any]) -> dict[str, Any]:
         chunk=spec["chunk"],
     )
     open_store(store, spec["config"])
-    fn, judge = _resolve(spec["fn"]), spec.get("judge")
     results = JournalIterator(
         bridge.get_default(),
         _invoker(fn),
@@ -97,7 +111,7 @@ def run_chunk(spec: dict[str, Any]) -> dict[str, Any]:
         key=_first,
         retry_failed=spec["retry_failed"],
         return_exceptions=True,
-        judge=_resolve(judge) if judge else _ok,
+        judge=judged,
         concurrency=spec["concurrency"],
         ordered=False,
     )
@@ -133,12 +147,12 @@ def _invoker(fn: Callable[[Any], Any]) -> Callable[[list[Any]], Any]:
     if inspect.iscoroutinefunction(fn):
 
         async def call_async(pair: list[Any]) -> Any:
-            return await fn(loads(pair[1]))
+            return await fn(loads(pair[1], trusted=False))
 
         return call_async
 
     async def call_sync(pair: list[Any]) -> Any:
-        return await bridge.get_default().to_thread(fn, loads(pair[1]))
+        return await bridge.get_default().to_thread(fn, loads(pair[1], trusted=False))
 
     return call_sync
 
@@ -412,26 +426,54 @@ def _journal(app: Celery, journal: str | None) -> str:
 
 
 def _importable(fn: Callable[..., Any], what: str) -> str:
+    """``fn``'s import path, once it is sure the workers can find it and may run it."""
     module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     try:
-        found = _resolve(f"{module}:{name}")
+        found = _resolve(importlib.import_module(str(module)), name)
     except (ImportError, AttributeError, ValueError):
         found = None
     if found is not fn or module == "__main__":
         raise TypeError(
             f"{what}={fn!r} must be importable by the workers, as module:name: define it at "
-            "the top level of a module the workers can import (not in __main__, a class "
-            "body or another function, and not a lambda)"
+            "the top level of a module the workers import, such as your tasks module (not "
+            "in __main__, a class body or another function, and not a lambda)"
+        )
+    if not getattr(fn, _MARK, False):
+        raise TypeError(
+            f"{what}={fn!r} is not marked for the workers: decorate it with "
+            "@bridge.celery.fanout (they run only functions marked so)"
         )
     return f"{module}:{name}"
 
 
-@functools.lru_cache(maxsize=64)
-def _resolve(path: str) -> Any:
-    module, _, qualname = path.partition(":")
-    found: Any = importlib.import_module(module)
+def _marked(path: str) -> Callable[..., Any]:
+    """On a worker: the function a chunk names, if this worker may run it.
+
+    A chunk comes from the broker: its path is untrusted. Nothing is imported for it (an
+    import runs a module's code), nothing but a function marked by :func:`fanout` and
+    defined in the module the path names is returned.
+    """
+    module_name, _, qualname = str(path).partition(":")
+    module = sys.modules.get(module_name)
+    if module is None:
+        raise RuntimeError(
+            f"this worker has not imported {module_name}, where the batch's function "
+            f"{path} lives: define the function in a task module, or list the module in "
+            "the app's imports (app.conf.imports), so the workers load it at start"
+        )
+    found = _resolve(module, qualname)
+    if not getattr(found, _MARK, False) or getattr(found, "__module__", None) != module_name:
+        raise RuntimeError(
+            f"refused to run {path}: a chunk may only name a function of its module marked "
+            "with @bridge.celery.fanout"
+        )
+    return cast(Callable[..., Any], found)
+
+
+def _resolve(module: Any, qualname: str) -> Any:
+    found = module
     for part in qualname.split("."):
-        found = getattr(found, part)
+        found = getattr(found, part, None)
     return found
 
 

@@ -22,3 +22,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example.settings")
 app = Celery("example")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 bridge.celery.init_app(app)
+app.autodiscover_tasks()  # summaries/tasks.py: what summarize_batch fans out

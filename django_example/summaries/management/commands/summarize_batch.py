@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 import bridge
 import bridge.celery
-from summaries import fanout
+from summaries import tasks
 
 from .summarize_docs import read
 
@@ -42,7 +42,7 @@ class Command(BaseCommand):
         from example.celery import app  # noqa: PLC0415 - only this command needs Celery
 
         names = [str(f) for f in files] or [f"stdin #{i + 1}" for i in range(len(documents))]
-        with bridge.celery.submit(fanout.summarise_for_batch, documents, app=app,
+        with bridge.celery.submit(tasks.summarise_for_batch, documents, app=app,
                                   chunk_size=chunk_size, batch_id=batch_id) as batch:  # fmt: skip
             self.stderr.write(
                 f"batch {batch.batch_id}: {batch.pending} of {batch.total} documents queued "
