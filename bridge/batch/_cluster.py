@@ -56,8 +56,15 @@ def run_on_cluster(args: argparse.Namespace, journal: str, default_batch_id: str
             _check_store(args.store)
         try:
             batch = _enqueue(args, journal, args.batch_id or default_batch_id, requests)
-        except (*REFUSALS, _broker_errors()) as exc:
+        except REFUSALS as exc:
             refuse(args.output, out, existed, exc)
+            return EXIT_USAGE
+        except _broker_errors() as exc:
+            unreachable = ConnectionError(
+                f"cannot reach the broker {redacted_url(args.broker)} ({exc}): start it, or "
+                "fix --broker; nothing was enqueued that a rerun would not enqueue again"
+            )
+            refuse(args.output, out, existed, unreachable)
             return EXIT_USAGE
         with batch:
             start_output(args.output, out)

@@ -119,7 +119,8 @@ def _connect_signals() -> None:
 
 def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
     global _worker_config  # noqa: PLW0603 - one worker per process, by Celery's design
-    config = _configs.get(getattr(sender, "app", None))  # type: ignore[arg-type]
+    app = getattr(sender, "app", None)
+    config = None if app is None else _configs.get(app)
     if config is None:
         return  # a worker of an app without init_app
     _worker_config = config
