@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from celery_workers import Worker, close_client, start_workers, stop_all, unique
+from celery_workers import Worker, close_client, forget_batches, start_workers, stop_all, unique
 
 import bridge
 import bridge.celery
@@ -136,14 +136,16 @@ def test_map_fans_a_list_out_over_the_workers_and_resumes(
     assert postgres_url == JOURNAL  # the prefork worker was started with this journal
     _, queue = workers["prefork"]
     texts = [f"{queue} item {i}" for i in range(40)]
+    batch_id = unique("fanout")
     options = {"app": celery_pool_app.app, "chunk_size": 7, "journal": postgres_url,
-               "batch_id": unique("fanout"), "queue": queue}  # fmt: skip
+               "batch_id": batch_id, "queue": queue}  # fmt: skip
     try:
         first = bridge.celery.map(celery_pool_app.digest_of, texts, **options)
         sent = fresh.stats()["requests"]
         again = bridge.celery.map(celery_pool_app.digest_of, texts, **options)
     finally:
         close_client(celery_pool_app.app)
+        forget_batches(postgres_url, [batch_id])
     assert [ok for ok, _ in first] == [True] * len(texts)
     assert sent == len(texts)  # each item once
     assert again == first  # replayed from the journal, in input order
