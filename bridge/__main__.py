@@ -1,11 +1,12 @@
 """``python -m bridge COMMAND``: ``bench`` runs the side-by-side benchmark, ``batch`` a JSONL
-file of requests (resumable)."""
+file of requests (resumable, in this process or on a Celery cluster), ``worker`` a Celery
+worker for a batch on a cluster."""
 
 from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m bridge {bench,batch} [options]   (python -m bridge bench --help)"
+USAGE = "usage: python -m bridge {bench,batch,worker} [options]   (python -m bridge batch --help)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         from bridge.batch._cli import main as batch  # noqa: PLC0415 - only the command's deps
 
         return batch(rest)
+    if command == "worker":
+        from bridge.batch._worker import main as worker  # noqa: PLC0415 - imports celery
+
+        return worker(rest)
     print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 

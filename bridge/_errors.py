@@ -11,6 +11,7 @@ inside your own coroutines reach you unchanged, with their own type::
     ├── RateLimitStoreError  (also a ConnectionError)
     ├── JournalMismatchError (also a ValueError)
     ├── JournalLockedError   (also a RuntimeError)
+    ├── JournalUnavailableError (also a ConnectionError)
     ├── MissingExtraError    (also a ModuleNotFoundError)
     └── RecordedError        (a failure replayed from a journal)
 
@@ -28,6 +29,7 @@ __all__ = [
     "ForeignLoopError",
     "JournalLockedError",
     "JournalMismatchError",
+    "JournalUnavailableError",
     "MissingExtraError",
     "RateLimitStoreError",
     "RecordedError",
@@ -122,6 +124,14 @@ class JournalLockedError(BridgeError, RuntimeError):
 
     One journal has one writer, or both would send the same requests. Wait for that run to
     finish, or stop it; a lock left by a process that died is taken over by the next run.
+    """
+
+
+class JournalUnavailableError(BridgeError, ConnectionError):
+    """A journal's database (PostgreSQL) cannot be reached, or was lost during a run.
+
+    What was recorded before stays recorded: start the database (or fix the URL) and run
+    the same call again to resume. The message names the journal without its password.
     """
 
 

@@ -11,32 +11,49 @@ from __future__ import annotations
 from ._admission._limits import DEFAULT_ATTEMPTS, limits_from_setting
 from ._admission._preload import SDKS, preload, sdks_from_setting
 from ._core._journal import (
+    DEFAULT_KEY_SCHEME,
+    Entry,
     JournalIterator,
     JournalStore,
     RunCounts,
     Status,
     default_key,
+    dumps,
+    loads,
     open_store,
+    qualified_name,
     status_of_exception,
     status_of_http,
     store_for,
 )
+from ._core._journal._postgres import PostgresStore, is_postgres_url, redacted_url
+from ._core._progress import Progress, wanted
 from ._extras import require
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
+    "DEFAULT_KEY_SCHEME",
     "SDKS",
+    "Entry",
     "JournalIterator",
     "JournalStore",
+    "PostgresStore",
+    "Progress",
     "RunCounts",
     "Status",
     "default_key",
+    "dumps",
+    "is_postgres_url",
     "limits_from_setting",
+    "loads",
     "open_store",
     "preload",
+    "qualified_name",
+    "redacted_url",
     "require",
     "sdks_from_setting",
     "status_of_exception",
     "status_of_http",
     "store_for",
+    "wanted",
 ]

@@ -4,7 +4,7 @@ import http.server
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -80,3 +80,46 @@ def redis_url() -> str:
             pytest.fail(f"CI must run the Redis tests, but Redis at {url} is unreachable: {exc}")
         pytest.skip(f"no Redis reachable at {url} ({exc}); set REDIS_URL or start redis-server")
     return url
+
+
+def _service_url(name: str, env: str, default: str, probe: Callable[[str], object]) -> str:
+    """``env``'s URL (default ``default``) if ``probe`` reaches it; under CI a missing
+    service fails the test, elsewhere the test is skipped, saying why."""
+    url = os.environ.get(env, default)
+    try:
+        probe(url)
+    except Exception as exc:
+        shown = url.split("@")[-1]  # never the password
+        if IN_CI:
+            pytest.fail(f"CI must run the {name} tests; {name} at {shown} is unreachable: {exc}")
+        pytest.skip(f"no {name} reachable at {shown} ({exc}); set {env} or start it")
+    return url
+
+
+def _probe_rabbitmq(url: str) -> None:
+    import kombu
+
+    with kombu.Connection(url, connect_timeout=2) as connection:
+        connection.ensure_connection(max_retries=1)
+
+
+def _probe_postgres(url: str) -> None:
+    import psycopg
+
+    psycopg.connect(url, connect_timeout=2).close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """A reachable RabbitMQ broker's URL (``RABBITMQ_URL``, default guest@127.0.0.1:5672)."""
+    return _service_url(
+        "RabbitMQ", "RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//", _probe_rabbitmq
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A reachable PostgreSQL database's URL (``POSTGRES_URL``, default postgres@127.0.0.1/test)."""
+    return _service_url(
+        "PostgreSQL", "POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test", _probe_postgres
+    )

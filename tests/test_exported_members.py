@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 import bridge
+import bridge.celery
 import bridge.testing
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-@pytest.mark.parametrize("module", [bridge, bridge.testing], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [bridge, bridge.testing, bridge.celery], ids=lambda m: m.__name__
+)
 def test_all_is_sorted_and_every_name_exists(module: object) -> None:
     names = module.__all__  # type: ignore[attr-defined]
     # isort-style, as ruff keeps it: CONSTANTS, then Classes, then functions.
@@ -37,7 +40,7 @@ def test_import_bridge_imports_no_framework_or_client_library() -> None:
     probe = (
         "import sys, bridge; "
         "heavy = {'django', 'flask', 'openai', 'anthropic', 'aiohttp', 'httpx', 'gevent', "
-        "'redis', 'tenacity', 'anyio', 'asgiref'}; "
+        "'redis', 'tenacity', 'anyio', 'asgiref', 'celery', 'kombu', 'psycopg'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )
     result = subprocess.run(
@@ -89,3 +92,11 @@ def test_no_layer_imports_one_above_it() -> None:
                     seen += 1
                     assert not name.startswith(forbidden), f"{path.name} imports {name}"
     assert seen > 50  # the walk really read the imports
+
+
+@pytest.mark.parametrize("name", bridge.celery.__all__)
+def test_every_bridge_celery_name_is_documented(name: str) -> None:
+    member = getattr(bridge.celery, name)
+    if callable(member):
+        assert (member.__doc__ or "").strip(), f"bridge.celery.{name} has no docstring"
+    assert name in (DOCS / "scale-out.md").read_text(), f"{name} is not in docs/scale-out.md"

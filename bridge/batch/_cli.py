@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -18,10 +19,12 @@ from bridge._integration import (
     JournalIterator,
     JournalStore,
     Status,
+    is_postgres_url,
     open_store,
     store_for,
 )
 
+from ._distributed import DEFAULT_QUEUE
 from ._requests import KEY_SCHEME, read_requests, request_key
 from ._send import Line, Sender
 from ._summary import Prices, Tally, report
@@ -33,6 +36,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 #: The journal's record of which command wrote it (checked on reuse).
 FUNCTION = "python -m bridge batch"
+CONFIG = {"function": FUNCTION, "key_scheme": KEY_SCHEME}
 
 DESCRIPTION = """\
 Send every request in a JSONL file to an OpenAI-compatible API, many at once, under
@@ -45,6 +49,12 @@ sends only what is left: lines never sent, and lines whose last attempt failed i
 new attempt may cure (408, 409, 429, 5xx, a timeout, a connection error). Lines that got a
 final answer (200, or a client error such as 400, 401, 403, 404, 413 or 422) are not sent
 again. One journal has one writer: a second run on it is refused.
+
+With --broker, the lines are split into chunks that the workers started with `python -m
+bridge worker` send (on as many machines as you like), recording into a PostgreSQL
+journal; this command waits, draws one progress bar for the whole cluster, and writes the
+output in input order. A worker killed mid-chunk has its chunk delivered again; a rerun
+of this command after it died resumes from the journal.
 """
 
 EPILOG = """\
@@ -56,9 +66,12 @@ exit status: 0 every line succeeded; 1 some lines failed (see the summary on std
 2 bad usage, or refused before sending (the output is the input, the journal is in use);
 130 interrupted (rerun to resume).
 
-example:
+examples:
   export OPENAI_BASE_URL=https://api.openai.com/v1 OPENAI_API_KEY=...
   python -m bridge batch requests.jsonl -o results.jsonl --concurrency 50
+
+  python -m bridge batch requests.jsonl -o results.jsonl --broker amqp://host// \
+      --journal postgresql://user@db-host/llm --chunk-size 100
 """
 
 
@@ -106,9 +119,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--journal",
-        type=Path,
-        metavar="PATH",
-        help="where outcomes are recorded (default: the output path plus .journal.sqlite)",
+        metavar="PATH|URL",
+        help="where outcomes are recorded: a SQLite file, or a postgresql:// URL (required "
+        "with --broker) (default: the output path plus .journal.sqlite)",
+    )
+    add(
+        "--batch-id",
+        metavar="ID",
+        help="the batch's name in a PostgreSQL journal (default: a hash of the input's content)",
+    )
+    add(
+        "--store",
+        metavar="URL",
+        help="a Redis store to share the rate limits through, e.g. redis://host:6379/0; with "
+        "--broker the workers' --store is in force, and this one is only checked for "
+        "reachability (default: none, limits kept in this process)",
+    )
+    add(
+        "--broker",
+        metavar="URL",
+        help="run on a Celery cluster: the broker the workers of `python -m bridge worker` "
+        "listen on, e.g. amqp://guest:guest@host:5672// (default: run in this process)",
+    )
+    add(
+        "--chunk-size",
+        type=_whole_number("give lines per chunk task, e.g. 100"),
+        default=100,
+        metavar="N",
+        help="with --broker: lines per chunk task (default: %(default)s)",
+    )
+    add(
+        "--queue",
+        default=DEFAULT_QUEUE,
+        metavar="NAME",
+        help="with --broker: the queue the workers take chunks from (default: %(default)s)",
     )
     add(
         "--concurrency",
@@ -187,21 +231,51 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.price_in is None) != (args.price_out is None):
         parser.error("give both --price-in and --price-out, or neither")
-    journal = args.journal or Path(f"{args.output}.journal.sqlite")
+    journal = args.journal or f"{args.output}.journal.sqlite"
     problem = _refusal(args, journal)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if args.broker:
+        from ._cluster import run_on_cluster  # noqa: PLC0415 - imports celery
+
+        return run_on_cluster(args, journal, input_batch_id(args.input))
     return _locked_run(args, journal)
 
 
-def _refusal(args: argparse.Namespace, journal: Path) -> str | None:
+def input_batch_id(path: Path) -> str:
+    """The default batch id: a hash of the input file's bytes, so the same input resumes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return f"input-{digest.hexdigest()[:32]}"
+
+
+def _refusal(args: argparse.Namespace, journal: str) -> str | None:
     """Why the command must not start, checked before anything is opened for writing."""
     if not args.input.is_file():
         return f"input file {args.input} does not exist"
-    if not args.base_url:
+    if args.broker and not is_postgres_url(journal):
+        return (
+            "--broker needs a journal every worker can write: pass --journal "
+            "postgresql://user@host/db"
+        )
+    if not args.broker and not args.base_url:
         return "pass --base-url or set OPENAI_BASE_URL"
-    journal_files = [Path(f"{journal}{suffix}") for suffix in ("", "-wal", "-shm", ".lock")]
+    if is_postgres_url(journal):
+        return _output_is_input(args)
+    if args.batch_id:
+        return (
+            "--batch-id names a batch in a PostgreSQL journal, but a SQLite journal file holds "
+            "one batch: drop --batch-id, or pass --journal postgresql://..."
+        )
+    return _output_is_input(args, journal)
+
+
+def _output_is_input(args: argparse.Namespace, journal: str | None = None) -> str | None:
+    suffixes = ("", "-wal", "-shm", ".lock") if journal is not None else ()
+    journal_files = [Path(f"{journal}{suffix}") for suffix in suffixes]
     for path, what in ((args.output, "output"), *((p, "journal") for p in journal_files)):
         if _same_file(path, args.input):
             return (
@@ -223,36 +297,60 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _locked_run(args: argparse.Namespace, journal: Path) -> int:
-    existed = args.output.exists()
-    try:
-        # Append mode: checks that the output can be written without truncating it, in
-        # case another run holds the journal and is writing this file.
-        out = args.output.open("a", encoding="utf-8")
-    except OSError as exc:
-        print(f"error: cannot write the output {args.output}: {exc}", file=sys.stderr)
+#: What keeps a run from starting once the output is open: the journal is held by another
+#: run, was written by another command, or cannot be reached.
+REFUSALS = (bridge.JournalLockedError, bridge.JournalMismatchError, OSError)
+
+
+def _locked_run(args: argparse.Namespace, journal: str) -> int:
+    opened = open_output(args.output)
+    if opened is None:
         return EXIT_USAGE
+    out, existed = opened
     with out:
-        store = store_for(journal)
+        batch_id = args.batch_id or input_batch_id(args.input)
+        store = store_for(journal, default_batch=batch_id)
         try:
-            open_store(
-                store, {"function": FUNCTION, "key_scheme": KEY_SCHEME}, fresh=not args.resume
-            )
-        except (bridge.JournalLockedError, bridge.JournalMismatchError, OSError) as exc:
-            out.close()
-            if not existed:
-                args.output.unlink(missing_ok=True)
-            print(f"error: {exc}", file=sys.stderr)
+            open_store(store, CONFIG, fresh=not args.resume)
+        except REFUSALS as exc:
+            refuse(args.output, out, existed, exc)
             return EXIT_USAGE
-        if args.output.is_file():  # not a pipe or a device such as /dev/stdout
-            out.truncate(0)
+        start_output(args.output, out)
         return _run(args, store, out)
+
+
+def open_output(path: Path) -> tuple[IO[str], bool] | None:
+    """The output opened to append, and whether it existed; None if it cannot be written.
+
+    Append mode: checks that the output can be written without truncating it, in case
+    another run holds the journal and is writing this file.
+    """
+    existed = path.exists()
+    try:
+        return path.open("a", encoding="utf-8"), existed
+    except OSError as exc:
+        print(f"error: cannot write the output {path}: {exc}", file=sys.stderr)
+        return None
+
+
+def start_output(path: Path, out: IO[str]) -> None:
+    """Empty the output, now that this run holds the journal."""
+    if path.is_file():  # not a pipe or a device such as /dev/stdout
+        out.truncate(0)
+
+
+def refuse(path: Path, out: IO[str], existed: bool, exc: BaseException) -> None:
+    """Report why the run cannot start, leaving no output file behind that it created."""
+    out.close()
+    if not existed:
+        path.unlink(missing_ok=True)
+    print(f"error: {exc}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, store: JournalStore, out: IO[str]) -> int:
     # Limits left out are learned from the provider's headers, as bridge.openai() does.
     rates = {name: getattr(args, name) for name in ("rpm", "tpm") if getattr(args, name)}
-    limits = bridge.Limits(max_in_flight=args.concurrency, **rates)
+    limits = bridge.Limits(max_in_flight=args.concurrency, store=args.store, **rates)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     retry = bridge.Retry(attempts=args.attempts)
     client = bridge.http_client(limits=limits, retry=retry, headers=headers)
@@ -273,7 +371,7 @@ def _run(args: argparse.Namespace, store: JournalStore, out: IO[str]) -> int:
         )
     tally = Tally()
     try:
-        _write(results, tally, out)
+        write_lines(results, tally, out)
     except KeyboardInterrupt:
         out.flush()
         print(
@@ -283,16 +381,22 @@ def _run(args: argparse.Namespace, store: JournalStore, out: IO[str]) -> int:
         return EXIT_INTERRUPTED
     finally:
         results.close()
-    prices = None if args.price_in is None else Prices(args.price_in, args.price_out)
-    report(tally, results.counts, sender, prices, sys.stderr)
+    prices = prices_of(args)
+    report(tally, results.counts, sent=sender.posted, tokens=sender.tokens, prices=prices,
+           out=sys.stderr)  # fmt: skip
     return EXIT_FAILED_LINES if tally.failed else 0
+
+
+def prices_of(args: argparse.Namespace) -> Prices | None:
+    return None if args.price_in is None else Prices(args.price_in, args.price_out)
 
 
 def _status(result: Line) -> Status:
     return result[1]
 
 
-def _write(results: JournalIterator, tally: Tally, out: IO[str]) -> None:
+def write_lines(results: Iterable[Line], tally: Tally, out: IO[str]) -> None:
+    """Write each line of ``results`` to ``out``, counting it in ``tally``."""
     for line, status in results:
         out.write(json.dumps(line) + "\n")
         tally.add(line, status)

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 import bridge
 from bridge._integration import RunCounts, Status
 
-from ._send import Sender, Tokens
+from ._send import Tokens
 
 __all__ = ["Prices", "Tally", "report"]
 
@@ -51,19 +51,32 @@ class Prices:
 
 
 def report(
-    tally: Tally, counts: RunCounts, sender: Sender, prices: Prices | None, out: TextIO
+    tally: Tally,
+    counts: RunCounts,
+    *,
+    sent: int,
+    tokens: Tokens,
+    prices: Prices | None,
+    out: TextIO,
+    traffic: tuple[int, int] | None = None,
 ) -> None:
-    """Print what this run did, where every line stands now, and the tokens."""
-    print(f"this run: {_this_run(tally, counts, sender)}; {_traffic()}", file=out)
+    """Print what this run did, where every line stands now, and the tokens.
+
+    ``sent`` and ``tokens`` are this run's requests and their tokens; ``traffic`` the
+    429s and client retries, by default this process's (``bridge.stats()``).
+    """
+    limited, retries = _traffic() if traffic is None else traffic
+    traffic_text = f"{limited:,} 429s, {retries:,} attempts retried by the client"
+    print(f"this run: {_this_run(counts, sent)}; {traffic_text}", file=out)
     print(f"all {tally.lines:,} lines now: {_outcomes(tally)}", file=out)
-    print(_tokens(tally, sender, prices), file=out)
+    print(_tokens(tally, tokens, prices), file=out)
 
 
-def _this_run(tally: Tally, counts: RunCounts, sender: Sender) -> str:
+def _this_run(counts: RunCounts, sent: int) -> str:
     if counts.run == 0:
         return "nothing left to send (every line has a final outcome in the journal)"
     again = f" ({counts.rerun:,} of them again, after a failure last time)" if counts.rerun else ""
-    return f"sent {sender.posted:,}{again}, {counts.replayed:,} resumed from the journal"
+    return f"sent {sent:,}{again}, {counts.replayed:,} resumed from the journal"
 
 
 def _outcomes(tally: Tally) -> str:
@@ -79,15 +92,13 @@ def _outcomes(tally: Tally) -> str:
     return ", ".join(parts)
 
 
-def _traffic() -> str:
+def _traffic() -> tuple[int, int]:
     stats = list(bridge.stats().values())
-    retries = sum(s.retries for s in stats)
-    limited = sum(s.rate_limited for s in stats)
-    return f"{limited:,} 429s, {retries:,} attempts retried by the client"
+    return sum(s.rate_limited for s in stats), sum(s.retries for s in stats)
 
 
-def _tokens(tally: Tally, sender: Sender, prices: Prices | None) -> str:
-    run, whole = sender.tokens, tally.tokens
+def _tokens(tally: Tally, run: Tokens, prices: Prices | None) -> str:
+    whole = tally.tokens
     text = (
         f"tokens this run: in {run.input:,}, out {run.output:,}; "
         f"whole journal: in {whole.input:,}, out {whole.output:,}"

@@ -75,7 +75,7 @@ def _limits_problems(limits: object) -> list[str]:
         except (TypeError, ValueError) as exc:
             found.append(
                 f"BRIDGE_LIMITS[{url!r}] is invalid ({exc}): pass bridge.Limits keywords "
-                "(concurrency, rpm, tpm, store, on_store_error) or a bridge.Limits."
+                "(max_in_flight, rpm, tpm, store, on_store_error) or a bridge.Limits."
             )
     return found
 

@@ -5,6 +5,9 @@
   (``bridge.testing``) for you; gunicorn and uvicorn never start one, they use OpenAI's API.
 - ``DATABASE_URL``: ``postgres://user:password@host:port/name`` for PostgreSQL, else SQLite.
 - ``SUMMARIZE_CONCURRENCY``: LLM calls one request runs at once (default 10).
+- ``BRIDGE_STORE_URL``: a Redis URL; the web tier and the Celery workers share one quota.
+- ``CELERY_BROKER_URL``, ``CELERY_QUEUE``, ``BRIDGE_JOURNAL_URL`` (PostgreSQL): for
+  ``manage.py summarize_batch`` and its workers (``celery -A example worker``).
 - ``DJANGO_DEBUG=1``: Django's debug mode (tracebacks in the browser); off by default, so
   that a server started without it never shows them to the network.
 """
@@ -82,6 +85,21 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 # "preload": ready() imports and warms up the SDK this project uses (the default would
 # preload every installed one); under gunicorn --preload, in the master, before fork.
 BRIDGE = {"concurrency": 10, "threads": 16, "preload": ["openai"]}
+#: A Redis store for the rate limits: the web tier and the Celery workers then share one
+#: quota (BRIDGE["store"] here, CELERY_BRIDGE_STORE for the workers).
+BRIDGE_STORE_URL = os.environ.get("BRIDGE_STORE_URL") or None
+if BRIDGE_STORE_URL:
+    BRIDGE["store"] = BRIDGE_STORE_URL
+
+# Celery (example/celery.py): manage.py summarize_batch fans documents out over the workers.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+CELERY_RESULT_BACKEND = "rpc://"  # the command waits for its chunk tasks through the broker
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "summaries")
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a busy process holds no chunk another could run
+CELERY_BRIDGE_STORE = BRIDGE_STORE_URL
+#: Where each summary's outcome is recorded (PostgreSQL, shared by every worker).
+CELERY_BRIDGE_JOURNAL = os.environ.get("BRIDGE_JOURNAL_URL") or None
+CELERY_BRIDGE_PRELOAD = ["openai"]
 
 #: The LLM endpoint; None means OpenAI's (or the simulated server, see summaries.apps).
 LLM_BASE_URL = os.environ.get("OPENAI_BASE_URL") or None

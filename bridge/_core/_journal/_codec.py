@@ -13,6 +13,7 @@ import enum
 import functools
 import importlib
 import json
+import sys
 from typing import Any, Final
 
 __all__ = ["dumps", "loads"]
@@ -32,9 +33,16 @@ def dumps(value: object) -> str:
     return json.dumps(_encode(value), allow_nan=True)
 
 
-def loads(text: str) -> Any:
-    """The value :func:`dumps` stored."""
-    return _decode(json.loads(text))
+def loads(text: str, *, trusted: bool = True) -> Any:
+    """The value :func:`dumps` stored.
+
+    ``trusted=False`` is for text from the network (a chunk task's items): it imports
+    nothing, and a tagged class must be an enum or a pydantic model already imported.
+
+    Raises:
+        ValueError: untrusted text names a class that is neither, or is not loaded.
+    """
+    return _decode(json.loads(text), _resolve if trusted else _resolve_loaded)
 
 
 def _encode(value: Any) -> Any:  # noqa: PLR0911 - one branch per kind
@@ -126,22 +134,35 @@ def _short(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _decode(data: Any) -> Any:  # noqa: PLR0911 - one branch per tag
+def _resolve_loaded(path: str) -> Any:
+    """``_resolve`` for untrusted text: no import, and only an enum or a pydantic model."""
+    module, _, qualname = path.partition(":")
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if isinstance(found, type) and (
+        issubclass(found, enum.Enum) or callable(getattr(found, "model_validate", None))
+    ):
+        return found
+    raise ValueError(f"refused to rebuild {path!r}: not an enum or a pydantic model loaded here")
+
+
+def _decode(data: Any, resolve: Any) -> Any:  # noqa: PLR0911 - one branch per tag
     if isinstance(data, list):
-        return [_decode(v) for v in data]
+        return [_decode(v, resolve) for v in data]
     if not isinstance(data, dict):
         return data
     tag = data.get(_TAG)
     if tag is None:
-        return {k: _decode(v) for k, v in data.items()}
+        return {k: _decode(v, resolve) for k, v in data.items()}
     if tag == "dict":
-        return {k: _decode(v) for k, v in data["items"].items()}
+        return {k: _decode(v, resolve) for k, v in data["items"].items()}
     if tag == "bytes":
         return bytes.fromhex(data["hex"])
     if tag == "enum":
-        cls = _resolve(data["cls"])
-        return cls(_decode(data["value"])) if "value" in data else cls[data["name"]]
+        cls = resolve(data["cls"])
+        return cls(_decode(data["value"], resolve)) if "value" in data else cls[data["name"]]
     if tag == "pydantic":
-        return _resolve(data["cls"]).model_validate(data["data"])
-    items = [_decode(v) for v in data["items"]]
+        return resolve(data["cls"]).model_validate(data["data"])
+    items = [_decode(v, resolve) for v in data["items"]]
     return {"tuple": tuple, "set": set, "frozenset": frozenset}[tag](items)

@@ -194,7 +194,7 @@ def open_journal(
         JournalMismatchError: the journal was written for another function or key scheme.
     """
     scheme = DEFAULT_KEY_SCHEME if key is None else f"key:{qualified_name(key)}"
-    store = store_for(journal)
+    store = store_for(journal, default_batch=function)
     open_store(store, {"function": function, "key_scheme": scheme})
     try:
         return JournalIterator(

@@ -8,10 +8,11 @@ A store is used in this order, from one thread::
     store.close()                 # release the lock and the connection (idempotent)
 
 The SQLite store (``_sqlite.py``) locks a sidecar file with ``flock``, which the kernel
-releases when the process dies, so a crashed run never leaves the journal locked. A
-PostgreSQL store fits the same interface for journals shared between machines: a
-session-level advisory lock (``pg_try_advisory_lock``), which the server releases when
-the holder's connection dies, with the holder's details in a row next to it.
+releases when the process dies, so a crashed run never leaves the journal locked. The
+PostgreSQL store (``_postgres.py``) keeps journals shared between machines: one table for
+every batch, session-level advisory locks (which the server releases when the holder's
+connection dies), and the holder's details in a row next to them. It also lets the many
+workers of a distributed batch write one batch at once, one chunk each.
 """
 
 from __future__ import annotations

@@ -1,0 +1,146 @@
+"""The ``bridge_*`` settings of a Celery app: read, checked, and turned into limits.
+
+Every problem is found by :func:`problems`, and :func:`read_config` raises them all at once,
+so a misconfigured app fails at ``init_app`` (in every process that imports it) with the
+whole list, not in a worker at the first task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import bridge
+from bridge._integration import (
+    SDKS,
+    is_postgres_url,
+    limits_from_setting,
+    redacted_url,
+    sdks_from_setting,
+)
+
+__all__ = ["KEYS", "CeleryConfig", "problems", "read_config"]
+
+#: The ``app.conf`` settings ``init_app`` reads, and the keyword each one is set by.
+KEYS = {
+    "concurrency": "bridge_concurrency",
+    "threads": "bridge_threads",
+    "limits": "bridge_limits",
+    "store": "bridge_store",
+    "journal": "bridge_journal",
+    "preload": "bridge_preload",
+}
+
+_HINT_LIMITS = 'use bridge_limits = {"https://api.openai.com/v1": {"rpm": 500, "max_in_flight": 20}}'
+
+
+@dataclass(frozen=True)
+class CeleryConfig:
+    """A Celery app's ``bridge_*`` settings, checked, with the defaults filled in.
+
+    ``concurrency`` and ``threads`` size each worker process's bridge; ``limits`` maps base
+    URLs to ``bridge.Limits`` (``store`` filled in where they name none); ``journal`` is
+    where :func:`bridge.celery.map` records outcomes (a ``postgresql://`` URL).
+    """
+
+    concurrency: int = bridge.DEFAULT_CONCURRENCY
+    threads: int = bridge.DEFAULT_THREADS
+    store: str | None = field(default=None, repr=False)
+    journal: str | None = field(default=None, repr=False)
+    limits: Mapping[str, bridge.Limits] = field(default_factory=dict)
+    preload: tuple[str, ...] = SDKS
+
+    def __repr__(self) -> str:
+        # The store and journal URLs may hold passwords: only where they point is shown.
+        shown = {name: getattr(self, name) for name in ("store", "journal")}
+        where = ", ".join(f"{n}={redacted_url(v)!r}" for n, v in shown.items() if v is not None)
+        return (
+            f"CeleryConfig(concurrency={self.concurrency}, threads={self.threads}, "
+            f"limits={dict(self.limits)!r}, preload={self.preload!r}{', ' if where else ''}{where})"
+        )
+
+    def limits_for(self, base_url: str) -> bridge.Limits:
+        """The limits for ``base_url``: ``bridge_limits``'s, else ``Limits(store=bridge_store)``."""
+        found = self.limits.get(base_url.rstrip("/"))
+        if found is not None:
+            return found
+        return bridge.Limits() if self.store is None else bridge.Limits(store=self.store)
+
+
+def problems(conf: Mapping[str, Any]) -> list[str]:
+    """Everything wrong with the ``bridge_*`` settings in ``conf``, each saying what to do."""
+    found = []
+    for key in ("bridge_concurrency", "bridge_threads"):
+        value = _or(conf.get(key), 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            found.append(
+                f"{key} must be a whole number of at least 1, got {value!r}: set "
+                f"{key} = 10, or leave it out for the default."
+            )
+    try:
+        sdks_from_setting(_or(conf.get("bridge_preload"), True))
+    except ValueError as exc:
+        found.append(f"bridge_preload is invalid ({exc}): leave it out, or set it to False.")
+    store = conf.get("bridge_store")
+    if store is not None:
+        try:
+            bridge.Limits(store=store)
+        except (TypeError, ValueError) as exc:
+            found.append(
+                f"bridge_store is invalid ({exc}): use a URL such as 'redis://127.0.0.1:6379/0'."
+            )
+    journal = conf.get("bridge_journal")
+    if journal is not None and not is_postgres_url(journal):
+        found.append(
+            "bridge_journal must be a PostgreSQL URL that every worker reaches, such as "
+            "'postgresql://user@db-host/llm' (a SQLite file has one writer; a cluster has many)."
+        )
+    return found + _limits_problems(conf.get("bridge_limits") or {})
+
+
+def _limits_problems(limits: object) -> list[str]:
+    if not isinstance(limits, Mapping):
+        return [
+            f"bridge_limits must map base URLs to limits, got {type(limits).__name__}: "
+            f"{_HINT_LIMITS}."
+        ]
+    found = []
+    for url, value in limits.items():
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            found.append(f"bridge_limits key {url!r} is not a base URL: {_HINT_LIMITS}.")
+            continue
+        try:
+            limits_from_setting(value, None)
+        except (TypeError, ValueError) as exc:
+            found.append(
+                f"bridge_limits[{url!r}] is invalid ({exc}): pass bridge.Limits keywords "
+                "(max_in_flight, rpm, tpm, store, on_store_error) or a bridge.Limits."
+            )
+    return found
+
+
+def read_config(conf: Mapping[str, Any]) -> CeleryConfig:
+    """The checked ``bridge_*`` settings of ``conf`` (a Celery app's ``app.conf``).
+
+    Raises:
+        ValueError: listing every problem, each with what to write instead.
+    """
+    if found := problems(conf):
+        raise ValueError("invalid Celery config: " + " ".join(found))
+    store = conf.get("bridge_store")
+    limits: Mapping[str, object] = conf.get("bridge_limits") or {}
+    return CeleryConfig(
+        concurrency=conf.get("bridge_concurrency") or bridge.DEFAULT_CONCURRENCY,
+        threads=conf.get("bridge_threads") or bridge.DEFAULT_THREADS,
+        store=store,
+        journal=conf.get("bridge_journal"),
+        preload=sdks_from_setting(_or(conf.get("bridge_preload"), True)),
+        limits={
+            url.rstrip("/"): limits_from_setting(value, store) for url, value in limits.items()
+        },
+    )
+
+
+def _or(value: object, default: object) -> object:
+    return default if value is None else value
