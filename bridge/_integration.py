@@ -28,15 +28,18 @@ from ._core._journal import (
 )
 from ._core._journal._postgres import PostgresStore, is_postgres_url, redacted_url
 from ._core._progress import Progress, wanted
+from ._core._scope import LANES, Lane, set_process_lane
 from ._extras import require
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
     "DEFAULT_KEY_SCHEME",
+    "LANES",
     "SDKS",
     "Entry",
     "JournalIterator",
     "JournalStore",
+    "Lane",
     "PostgresStore",
     "Progress",
     "RunCounts",
@@ -52,6 +55,7 @@ __all__ = [
     "redacted_url",
     "require",
     "sdks_from_setting",
+    "set_process_lane",
     "status_of_exception",
     "status_of_http",
     "store_for",

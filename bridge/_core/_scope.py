@@ -22,6 +22,7 @@ __all__ = [
     "deadline_at",
     "default_lane",
     "priority",
+    "set_process_lane",
     "time_left",
 ]
 
@@ -32,6 +33,9 @@ LANES: Final = ("interactive", "batch")
 
 _deadline: ContextVar[float | None] = ContextVar("bridge_deadline", default=None)
 _lane: ContextVar[Lane | None] = ContextVar("bridge_lane", default=None)
+# The lane of calls made outside any priority(): interactive, except in processes that
+# exist to run batch work (a Celery worker sets batch when its bridge starts).
+_process_lane: Lane = "interactive"
 
 
 @contextlib.contextmanager
@@ -91,8 +95,16 @@ def time_left() -> float | None:
 
 
 def current_lane() -> Lane:
-    """The lane in force: the innermost ``priority()``, else interactive."""
-    return _lane.get() or "interactive"
+    """The lane in force: the innermost ``priority()``, else the process's (interactive)."""
+    return _lane.get() or _process_lane
+
+
+def set_process_lane(lane: Lane) -> None:
+    """Make ``lane`` the lane of this process's calls made outside any ``priority()``."""
+    global _process_lane  # noqa: PLW0603 - one default per process, set by its integration
+    if lane not in LANES:
+        raise ValueError(f"the lane is 'interactive' or 'batch', got {lane!r}")
+    _process_lane = lane
 
 
 @contextlib.contextmanager

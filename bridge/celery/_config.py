@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import bridge
 from bridge._integration import (
+    LANES,
     SDKS,
+    Lane,
     is_postgres_url,
     limits_from_setting,
     redacted_url,
@@ -30,9 +32,12 @@ KEYS = {
     "store": "bridge_store",
     "journal": "bridge_journal",
     "preload": "bridge_preload",
+    "lane": "bridge_lane",
 }
 
-_HINT_LIMITS = 'use bridge_limits = {"https://api.openai.com/v1": {"rpm": 500, "max_in_flight": 20}}'
+_HINT_LIMITS = (
+    'use bridge_limits = {"https://api.openai.com/v1": {"rpm": 500, "max_in_flight": 20}}'
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,9 @@ class CeleryConfig:
 
     ``concurrency`` and ``threads`` size each worker process's bridge; ``limits`` maps base
     URLs to ``bridge.Limits`` (``store`` filled in where they name none); ``journal`` is
-    where :func:`bridge.celery.map` records outcomes (a ``postgresql://`` URL).
+    where :func:`bridge.celery.map` records outcomes (a ``postgresql://`` URL); ``lane`` is
+    the priority lane of the workers' calls made outside ``bridge.priority()``: batch, so
+    they yield to the web tier's interactive calls on a shared quota.
     """
 
     concurrency: int = bridge.DEFAULT_CONCURRENCY
@@ -50,6 +57,7 @@ class CeleryConfig:
     journal: str | None = field(default=None, repr=False)
     limits: Mapping[str, bridge.Limits] = field(default_factory=dict)
     preload: tuple[str, ...] = SDKS
+    lane: Lane = "batch"
 
     def __repr__(self) -> str:
         # The store and journal URLs may hold passwords: only where they point is shown.
@@ -57,7 +65,8 @@ class CeleryConfig:
         where = ", ".join(f"{n}={redacted_url(v)!r}" for n, v in shown.items() if v is not None)
         return (
             f"CeleryConfig(concurrency={self.concurrency}, threads={self.threads}, "
-            f"limits={dict(self.limits)!r}, preload={self.preload!r}{', ' if where else ''}{where})"
+            f"limits={dict(self.limits)!r}, preload={self.preload!r}, lane={self.lane!r}"
+            f"{', ' if where else ''}{where})"
         )
 
     def limits_for(self, base_url: str) -> bridge.Limits:
@@ -82,6 +91,11 @@ def problems(conf: Mapping[str, Any]) -> list[str]:
         sdks_from_setting(_or(conf.get("bridge_preload"), True))
     except ValueError as exc:
         found.append(f"bridge_preload is invalid ({exc}): leave it out, or set it to False.")
+    if _or(conf.get("bridge_lane"), "batch") not in LANES:
+        found.append(
+            f"bridge_lane must be 'batch' or 'interactive', got {conf.get('bridge_lane')!r}: "
+            "leave it out for batch (workers yield to the web tier's interactive calls)."
+        )
     store = conf.get("bridge_store")
     if store is not None:
         try:
@@ -136,6 +150,7 @@ def read_config(conf: Mapping[str, Any]) -> CeleryConfig:
         store=store,
         journal=conf.get("bridge_journal"),
         preload=sdks_from_setting(_or(conf.get("bridge_preload"), True)),
+        lane=cast(Lane, _or(conf.get("bridge_lane"), "batch")),
         limits={
             url.rstrip("/"): limits_from_setting(value, store) for url, value in limits.items()
         },

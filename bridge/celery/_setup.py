@@ -23,7 +23,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 import bridge
-from bridge._integration import preload
+from bridge._integration import preload, set_process_lane
 
 from ._config import KEYS, CeleryConfig, read_config
 
@@ -51,13 +51,15 @@ def init_app(
     store: str | None = None,
     journal: str | None = None,
     preload: object = None,
+    lane: str | None = None,
 ) -> CeleryConfig:
     """Give every worker process of ``app`` its own bridge, and register the fan-out task.
 
     Keywords that are passed are written into ``app.conf`` (``bridge_concurrency``,
     ``bridge_threads``, ``bridge_limits``, ``bridge_store``, ``bridge_journal``,
-    ``bridge_preload``); the rest are read from it. Call it where the app is made, so
-    the web processes that enqueue tasks and the workers that run them see one config.
+    ``bridge_preload``, ``bridge_lane``); the rest are read from it. Call it where the app
+    is made, so the web processes that enqueue tasks and the workers that run them see one
+    config.
 
     Returns:
         The checked settings (also :func:`bridge.celery.settings`).
@@ -66,7 +68,7 @@ def init_app(
         ValueError: a ``bridge_*`` setting is invalid; the message lists every problem.
     """
     given = {"concurrency": concurrency, "threads": threads, "limits": limits, "store": store,
-             "journal": journal, "preload": preload}  # fmt: skip
+             "journal": journal, "preload": preload, "lane": lane}  # fmt: skip
     for name, value in given.items():
         if value is not None:
             app.conf[KEYS[name]] = value
@@ -168,5 +170,6 @@ def _start(config: CeleryConfig, *, log: bool = True) -> None:
         _current = (pid, made)
     # A forked child's inherited default belongs to the parent; it is dropped, untouched.
     bridge.set_default(made)
+    set_process_lane(config.lane)
     if log:
         logger.info("bridge ready in worker process %d", pid)
