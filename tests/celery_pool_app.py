@@ -17,6 +17,7 @@ from celery import Celery
 
 import bridge
 import bridge.celery
+from bridge._core._scope import current_lane
 from bridge.testing import expected_digest
 
 BASE_URL = os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
@@ -46,8 +47,17 @@ async def ask(text: str) -> bool:
     return content.startswith("digest=" + expected_digest(text))
 
 
+async def lane_in_loop() -> str:
+    return current_lane()  # what admission control sees: the caller's context, copied
+
+
 def where() -> dict[str, Any]:
-    return {"pid": os.getpid(), "thread": threading.get_ident(), "bridge": id(bridge.get_default())}
+    return {
+        "pid": os.getpid(),
+        "thread": threading.get_ident(),
+        "bridge": id(bridge.get_default()),
+        "lane": bridge.run(lane_in_loop()),
+    }
 
 
 @app.task

@@ -104,6 +104,7 @@ def test_every_task_runs_on_its_process_bridge(
     for r in results:
         bridges[r["pid"]].add(r["bridge"])
     assert all(len(ids) == 1 for ids in bridges.values()), bridges
+    assert {r["lane"] for r in results} == {"batch"}  # workers yield to the web tier
     assert len(bridges) <= POOLS[pool][1]
     assert stats["max_in_flight"] <= PER_PROCESS * POOLS[pool][1]
     assert all(f"bridge ready in worker process {pid}" in worker.text() for pid in bridges)
@@ -180,12 +181,14 @@ def test_bad_settings_fail_at_init_app_listing_every_problem() -> None:
     app.conf.bridge_concurrency = 0
     app.conf.bridge_limits = {"api.openai.com": {"rpm": 10}}
     app.conf.bridge_journal = "journal.sqlite"
+    app.conf.bridge_lane = "urgent"
     with pytest.raises(ValueError, match="bridge_concurrency") as raised:
         bridge.celery.init_app(app, store="mysql://h")
     message = str(raised.value)
     assert "bridge_limits key 'api.openai.com' is not a base URL" in message
     assert "bridge_journal must be a PostgreSQL URL" in message
     assert "bridge_store is invalid" in message
+    assert "bridge_lane must be 'batch' or 'interactive', got 'urgent'" in message
 
 
 def test_settings_fill_the_store_into_limits_and_hide_passwords() -> None:
