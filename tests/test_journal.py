@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import decimal
@@ -13,12 +14,14 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx2
 import openai
 import pytest
+from polling import poll
 
 import bridge
 from bridge._core._journal import DEFAULT_KEY_SCHEME, default_key, dumps, loads, status_of_exception
@@ -71,6 +74,42 @@ class TestResume:
         calls.clear()
         assert list(b.imap(double, range(6), journal=journal)) == [0, 2, 4, 6, 8, 10]
         assert not {0, 1, 2} & set(calls)
+
+    def test_what_finished_is_recorded_while_an_earlier_item_still_runs(
+        self, b: bridge.Bridge, tmp_path: Path
+    ) -> None:
+        # In order, item 0 holds the results back; a kill now must not pay 1..4 again.
+        journal, release = tmp_path / "run.sqlite", threading.Event()
+
+        def slow_first(n: int) -> int:
+            if n == 0:
+                release.wait(60)  # a hang guard; the test sets it
+            return n
+
+        def recorded() -> int:
+            with sqlite3.connect(journal) as db:
+                return int(db.execute("SELECT count(*) FROM results").fetchone()[0])
+
+        rows_while_running: list[int] = []
+
+        def watch() -> None:
+            # poll's hang guard fails in this thread: the row count says what it saw.
+            with contextlib.suppress(BaseException):
+                poll(lambda: recorded() == 4, timeout=10, what="4 rows")
+            rows_while_running.append(recorded())
+            release.set()
+
+        results = b.imap(slow_first, range(5), journal=journal, concurrency=5)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            seen = list(results)  # blocks on item 0 until the journal holds the other four
+        finally:
+            release.set()
+            watcher.join()
+        assert seen == [0, 1, 2, 3, 4]
+        assert rows_while_running == [4]
+        assert recorded() == 5
 
     def test_a_final_failure_is_replayed_and_retry_failed_runs_it_again(
         self, b: bridge.Bridge, tmp_path: Path

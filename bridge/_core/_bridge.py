@@ -490,16 +490,7 @@ class Bridge:
         if scoped is not None and (deadline is None or scoped < deadline):
             deadline = scoped
 
-        def start(run: Callable[[Any], Awaitable[Any]], items: Iterable[Any]) -> Any:
-            return IMapIterator(
-                self._submit,
-                run,
-                iter(items),
-                limit=limit,
-                ordered=options.ordered,
-                timeout=options.timeout,
-                deadline=deadline,
-            )
+        start = self._starter(limit, options.ordered, options.timeout, deadline)
 
         results: CloseableIterator[Any]
         if options.journal is not None:
@@ -518,6 +509,29 @@ class Bridge:
         if not wanted(progress):
             return results
         return with_progress(results, total=total, label=f"bridge.{where}")  # type: ignore[return-value]
+
+    def _starter(
+        self, limit: int, ordered: bool, timeout: float | None, deadline: float | None
+    ) -> Callable[..., Any]:
+        """What starts ``imap``'s iterator over a run function (a journal's ``Start``)."""
+
+        def start(
+            run: Callable[[Any], Awaitable[Any]],
+            items: Iterable[Any],
+            on_finished: Callable[[Any], None] | None = None,
+        ) -> Any:
+            return IMapIterator(
+                self._submit,
+                run,
+                iter(items),
+                limit=limit,
+                ordered=ordered,
+                timeout=timeout,
+                deadline=deadline,
+                on_finished=on_finished,
+            )
+
+        return start
 
     def _invoker(self, fn: Callable[[A], Any], where: str) -> Callable[[A], Awaitable[Any]]:
         """How to turn one item into an awaitable for the loop: call fn, or go via the pool."""

@@ -148,6 +148,11 @@ class Call(Generic[T]):
         """Ask the loop to cancel the task; safe from any thread."""
         cancel_all(self._loop, (self,))
 
+    @property
+    def succeeded(self) -> bool:
+        """Whether the call finished and returned (no exception, not cancelled)."""
+        return self._notified and self._error is None
+
     def outcome(self, *, closing: bool) -> T:
         """The coroutine's result, or its exception re-raised with the coroutine's frames."""
         if not self._notified:

@@ -65,8 +65,10 @@ class IMapIterator(Iterator[T], Generic[A, T]):
         ordered: bool,
         timeout: float | None,
         deadline: float | None = None,
+        on_finished: Callable[[T], None] | None = None,
     ) -> None:
         self._submitter = submitter
+        self._on_finished = on_finished
         self._invoke = invoke
         self._items = enumerate(items)
         self._limit = limit
@@ -116,6 +118,10 @@ class IMapIterator(Iterator[T], Generic[A, T]):
         while self._finished:
             call = self._finished.popleft()
             self._ready[self._running.pop(call)] = call
+            # In completion order, before a result waits for its turn: a journal records
+            # what was answered even while an earlier item still runs.
+            if self._on_finished is not None and call.succeeded:
+                self._on_finished(call.outcome(closing=False))
 
     def _take_ready(self) -> Call[T] | None:
         if not self._ordered:

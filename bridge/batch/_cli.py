@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import math
@@ -19,6 +18,7 @@ from bridge._integration import (
     JournalIterator,
     JournalStore,
     Status,
+    imap_start,
     is_postgres_url,
     open_store,
     store_for,
@@ -355,8 +355,8 @@ def _run(args: argparse.Namespace, store: JournalStore, out: IO[str]) -> int:
     retry = bridge.Retry(attempts=args.attempts)
     client = bridge.http_client(limits=limits, retry=retry, headers=headers)
     sender = Sender(client, args.base_url)
-    start = functools.partial(
-        bridge.imap, concurrency=args.concurrency, ordered=not args.completion_order
+    start = imap_start(
+        bridge.get_default(), concurrency=args.concurrency, ordered=not args.completion_order
     )
     with bridge.priority("batch"):  # the context imap copies: every request is batch
         results = JournalIterator(

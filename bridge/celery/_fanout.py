@@ -15,7 +15,6 @@ progress from the journal, and reads the results from it in input order.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import inspect
@@ -38,6 +37,7 @@ from bridge._integration import (
     Status,
     default_key,
     dumps,
+    imap_start,
     is_postgres_url,
     loads,
     open_store,
@@ -107,9 +107,7 @@ def run_chunk(spec: dict[str, Any]) -> dict[str, Any]:
         chunk=spec["chunk"],
     )
     open_store(store, spec["config"])
-    start = functools.partial(
-        bridge.get_default().imap, concurrency=spec["concurrency"], ordered=False
-    )
+    start = imap_start(bridge.get_default(), concurrency=spec["concurrency"], ordered=False)
     with bridge.priority("batch"):  # imap copies the context: a fan-out is batch work
         results = JournalIterator(
             start,

@@ -14,7 +14,14 @@ attempt may cure (429, 5xx, timeouts...) are run again; final ones are replayed.
 from __future__ import annotations
 
 from ._codec import dumps, loads
-from ._iterator import JournalIterator, RunCounts, open_journal, open_store, qualified_name
+from ._iterator import (
+    JournalIterator,
+    RunCounts,
+    imap_start,
+    open_journal,
+    open_store,
+    qualified_name,
+)
 from ._keys import DEFAULT_KEY_SCHEME, default_key
 from ._open import store_for
 from ._outcomes import RETRYABLE_STATUSES, Status, status_of_exception, status_of_http
@@ -31,6 +38,7 @@ __all__ = [
     "Status",
     "default_key",
     "dumps",
+    "imap_start",
     "loads",
     "open_journal",
     "open_store",

@@ -15,20 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._errors import RecordedError
+from .._scope import deadline_at
+from .._validate import check_concurrency
 from ._codec import dumps, loads
 from ._keys import DEFAULT_KEY_SCHEME, default_key
 from ._open import store_for
 from ._outcomes import Status, status_of_exception
 from ._store import Entry, JournalStore
 
-__all__ = ["JournalIterator", "RunCounts", "Start", "open_journal", "open_store"]
+__all__ = ["JournalIterator", "RunCounts", "Start", "imap_start", "open_journal", "open_store"]
 
 #: An outcome: ``(True, value)`` when fn returned, ``(False, exception)`` when it raised.
 Outcome = tuple[bool, Any]
-#: Starts the work: ``start(run, entries)`` runs the async ``run`` over ``entries`` as
-#: ``imap`` does (``functools.partial(bridge.imap, concurrency=8)`` will do) and returns
-#: its iterator, closeable.
-Start = Callable[[Callable[[Any], Awaitable[Any]], Iterator[Any]], Iterator[Any]]
+#: Starts the work: ``start(run, entries, on_finished)`` runs the async ``run`` over
+#: ``entries`` as ``imap`` does and returns its iterator, closeable; it calls
+#: ``on_finished(result)`` on the caller's thread as each ``run`` returns, in completion
+#: order, so a result is recorded as soon as it is answered, even while it waits for its
+#: turn (``ordered``). ``bridge._integration.imap_start`` makes one.
+Start = Callable[
+    [Callable[[Any], Awaitable[Any]], Iterator[Any], Callable[[Any], None]], Iterator[Any]
+]
 
 
 @dataclass
@@ -49,6 +55,15 @@ class _Skip:
 
     def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome
+
+
+@dataclass(slots=True)
+class _Done:
+    """One item's outcome; ``fresh`` until recorded (replays never are)."""
+
+    key: str
+    outcome: Outcome
+    fresh: bool
 
 
 def _always_ok(value: object) -> Status:
@@ -83,8 +98,9 @@ class JournalIterator(Iterator[Any]):
         self._return_exceptions = return_exceptions
         self._judge = judge
         self._closed = False
+        self._broken = False
         self.counts = RunCounts()
-        self._inner = start(self._run, self._entries(iter(items)))
+        self._inner = start(self._run, self._entries(iter(items)), self._record)
 
     def _entries(self, items: Iterator[Any]) -> Iterator[tuple[str, Any]]:
         # Runs on the caller's thread (imap pulls input there), so lookups may use the store.
@@ -109,15 +125,26 @@ class JournalIterator(Iterator[Any]):
             return True, loads(entry.value)
         return False, RecordedError(entry.error_type or "?", entry.error_message or "")
 
-    async def _run(self, entry: tuple[str, Any]) -> tuple[str, Outcome, bool]:
+    async def _run(self, entry: tuple[str, Any]) -> _Done:
         key, item = entry
         if isinstance(item, _Skip):
-            return "", item.outcome, False
+            return _Done(key, item.outcome, fresh=False)
         try:
             value = await self._invoke(item)
         except Exception as exc:  # noqa: BLE001 - recorded, then raised or returned by the caller
-            return key, (False, exc), True
-        return key, (True, value), True
+            return _Done(key, (False, exc), fresh=True)
+        return _Done(key, (True, value), fresh=True)
+
+    def _record(self, done: _Done) -> None:
+        """Record a fresh outcome, once (``start`` calls this as each one finishes)."""
+        if not done.fresh or self._broken:
+            return
+        done.fresh = False
+        try:
+            self._store.record(done.key, self._entry(done.outcome))
+        except BaseException:
+            self._broken = True  # the run stops; close() must not write again
+            raise
 
     def __iter__(self) -> JournalIterator:
         return self
@@ -136,10 +163,9 @@ class JournalIterator(Iterator[Any]):
         raise value
 
     def _next_outcome(self) -> Outcome:
-        key, outcome, fresh = next(self._inner)
-        if fresh:
-            self._store.record(key, self._entry(outcome))
-        return outcome  # type: ignore[no-any-return]
+        done: _Done = next(self._inner)
+        self._record(done)  # recorded already, unless this start does not say when it ends
+        return done.outcome
 
     def _entry(self, outcome: Outcome) -> Entry:
         ok, value = outcome
@@ -162,6 +188,16 @@ class JournalIterator(Iterator[Any]):
                 close()
         finally:
             self._store.close()
+
+
+def imap_start(runner: Any, *, concurrency: int | None, ordered: bool) -> Start:
+    """The ``Start`` of ``runner.imap(..., concurrency=, ordered=)`` (``runner``: a Bridge).
+
+    The integrations journal through this rather than ``functools.partial(bridge.imap)``,
+    whose results would be recorded only when handed over, in order.
+    """
+    limit = check_concurrency(concurrency, runner.concurrency)
+    return runner._starter(limit, ordered, None, deadline_at())  # type: ignore[no-any-return]
 
 
 def open_store(store: JournalStore, config: Mapping[str, str], *, fresh: bool = False) -> None:
