@@ -9,6 +9,7 @@ a change to the integrations; everything else under ``bridge._*`` may move freel
 from __future__ import annotations
 
 from ._admission._limits import DEFAULT_ATTEMPTS, limits_from_setting
+from ._admission._observe import CallInfo, Watch, Watcher, add_watcher, remove_watcher
 from ._admission._preload import SDKS, preload, sdks_from_setting
 from ._core._journal import (
     DEFAULT_KEY_SCHEME,
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_KEY_SCHEME",
     "LANES",
     "SDKS",
+    "CallInfo",
     "Entry",
     "JournalIterator",
     "JournalStore",
@@ -45,6 +47,9 @@ __all__ = [
     "Progress",
     "RunCounts",
     "Status",
+    "Watch",
+    "Watcher",
+    "add_watcher",
     "default_key",
     "dumps",
     "imap_start",
@@ -55,6 +60,7 @@ __all__ = [
     "preload",
     "qualified_name",
     "redacted_url",
+    "remove_watcher",
     "require",
     "sdks_from_setting",
     "set_process_lane",

@@ -123,11 +123,18 @@ class Limit:
             bucket.level = 0.0
 
     def lower_to(self, level: float, now: float) -> None:
-        """At most ``level`` left in all (the server's view), shared as the rates are."""
+        """At most ``level`` left (the server's view); the batch lane takes the shortfall.
+
+        The server's view counts both lanes' requests, the batch queue's above all: were
+        it shared out, an interactive request would wait behind the batch's debt, which
+        is what lanes exist to prevent. So while batch traffic runs, only its bucket is
+        lowered (it yields); the interactive one is lowered only when it runs alone.
+        """
         self._set_rates(now)
-        for bucket in self._buckets.values():
-            bucket.reserve(0, now)
-            bucket.level = min(bucket.level, level * bucket.rate / self.rate)
+        lane = "batch" if now - self._seen["batch"] < LANE_IDLE else "interactive"
+        bucket = self._buckets[lane]
+        bucket.reserve(0, now)
+        bucket.level = min(bucket.level, level)
 
 
 def _other(lane: str) -> str:

@@ -607,7 +607,7 @@ class Controller:
         bucket = self._buckets.get(kind)
         told = bucket.rate if bucket is not None and self._settings[kind] is LEARN else -1.0
         mark = ticket.shared.reserved.totals[0 if code == "r" else 1]
-        self._tell("learn", code, told, reading.remaining, mark)
+        self._tell("learn", code, told, reading.remaining, mark, LANE_IDLE)
 
     def _tell(self, *args: object) -> None:
         store = self._store

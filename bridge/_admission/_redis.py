@@ -150,11 +150,15 @@ elseif op == 'learn' then
     for _, lane in ipairs({'i', 'b'}) do put('lvl:' .. kind .. ':' .. lane, 0) end
     redis.call('HINCRBY', key, 'epoch', 1)
   end
+  -- The server's view, less what the cluster charged since: the batch lane takes the
+  -- shortfall while it runs (it yields); the interactive lane only when alone.
   local view = remaining - (num('tot:' .. kind, 0) - mark)
-  for _, lane in ipairs({'i', 'b'}) do
-    local field = 'lvl:' .. kind .. ':' .. lane
-    local lvl = num(field, nil)
-    if lvl == nil or lvl > view then put(field, view) end
+  local lane = (now - num('seen:b', -1e18) < tonumber(ARGV[6])) and 'b' or 'i'
+  local field = 'lvl:' .. kind .. ':' .. lane
+  local lvl = num(field, nil)
+  if lvl == nil or lvl > view then
+    put(field, view)
+    put('stm:' .. kind .. ':' .. lane, now)
   end
   result = 1
 elseif op == 'settle' then
