@@ -96,7 +96,7 @@ def test_a_pause_told_by_one_process_holds_every_process(store_url: str) -> None
 def test_a_limit_learned_by_one_process_paces_the_others(store_url: str) -> None:
     endpoint = f"e|{uuid.uuid4().hex}"
     one, two = RedisStore(store_url), RedisStore(store_url)
-    _tell_now(one, endpoint, "learn", "r", 2.0, 1.0, 0.0)  # 120 a minute, told by headers
+    _tell_now(one, endpoint, "learn", "r", 2.0, 1.0, 0.0, 5.0, 0)  # 120 a minute, told
     waits = []
     for _ in range(4):
         reply = two.step_sync(endpoint, _request())  # nothing configured: learned
@@ -104,6 +104,47 @@ def test_a_limit_learned_by_one_process_paces_the_others(store_url: str) -> None
         assert reply.rates[0] == pytest.approx(2.0)
         waits.append(reply.wait)
     assert waits[-1] > waits[-2] > 0  # paced at the shared rate
+
+
+def _lane_request(lane: str, epoch: int | None = None) -> StepRequest:
+    return StepRequest(
+        epoch=epoch,
+        lane=lane,
+        share=0.3,
+        bucket_seconds=0.5,
+        lane_idle=5.0,
+        rates=(10.0, 0.0),  # configured: 10 a second, no token limit
+        costs=(1, 0),
+    )
+
+
+@pytest.mark.parametrize("reserved_in", ["the epoch before the void", "the current epoch"])
+@pytest.mark.redis
+def test_an_answer_resyncs_only_from_a_reservation_that_still_stands(
+    store_url: str, reserved_in: str
+) -> None:
+    """Interactive traffic voids the batch queue's reservations (they are made again at
+    the batch share). An answer to a request reserved before that must not lower the
+    batch bucket by the charges since its mark: they include the voided reservations,
+    which are being made again, so the queue would be counted twice and stall."""
+    endpoint = f"e|{uuid.uuid4().hex}"
+    store = RedisStore(store_url)
+    first = store.step_sync(endpoint, _lane_request("batch"))
+    assert first is not None
+    for _ in range(20):  # a batch queue two seconds deep
+        store.step_sync(endpoint, _lane_request("batch"))
+    woke = store.step_sync(endpoint, _lane_request("interactive"))
+    assert woke is not None
+    assert woke.epoch != first.epoch  # interactive demand voided the batch reservations
+    epoch = first.epoch if reserved_in == "the epoch before the void" else woke.epoch
+    # The server says 0 left; the cluster charged 20 since the first request's mark.
+    _tell_now(store, endpoint, "learn", "r", -1.0, 0.0, first.totals[0], 5.0, epoch)
+    after = store.step_sync(endpoint, _lane_request("batch"))
+    assert after is not None
+    if reserved_in == "the epoch before the void":
+        assert after.wait < 0.5  # from the voided level: the queue is not counted again
+    else:
+        assert after.wait > 2.0  # 20 charged since the mark, at 7 a second
 
 
 @pytest.mark.redis

@@ -49,7 +49,10 @@ class Bucket:
 #: The lanes of a limit: interactive (a person waits) before batch (nobody waits on one).
 LANES = ("interactive", "batch")
 #: A lane that reserved nothing for this long is idle: the other gets the whole rate.
-LANE_IDLE = 1.0
+#: Interactive demand comes in bursts a person apart (a request every second or two):
+#: were the lane idle between them, each burst would "wake" it and void the batch lane's
+#: reservations again, and the batch would stall instead of running at its share.
+LANE_IDLE = 5.0
 
 
 class Limit:

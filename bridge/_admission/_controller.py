@@ -606,8 +606,9 @@ class Controller:
             return
         bucket = self._buckets.get(kind)
         told = bucket.rate if bucket is not None and self._settings[kind] is LEARN else -1.0
-        mark = ticket.shared.reserved.totals[0 if code == "r" else 1]
-        self._tell("learn", code, told, reading.remaining, mark, LANE_IDLE)
+        reserved = ticket.shared.reserved
+        mark = reserved.totals[0 if code == "r" else 1]
+        self._tell("learn", code, told, reading.remaining, mark, LANE_IDLE, reserved.epoch)
 
     def _tell(self, *args: object) -> None:
         store = self._store

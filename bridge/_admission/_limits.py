@@ -83,7 +83,7 @@ class Limits:
             ``"auto"`` (default): by host, ``"sum"`` for servers it does not know.
         reserve_interactive: the share of the rate kept for the interactive lane while both
             lanes have demand (default 0.3): batch traffic yields it, and takes it back
-            within a second of the interactive demand being gone. See ``bridge.priority``.
+            within 5 seconds of the interactive demand being gone. See ``bridge.priority``.
         store: ``"redis://host:6379/0"`` keeps the RPM/TPM state in Redis, shared by every
             process that uses the same endpoint. ``None``: this process only.
         on_store_error: ``"local"`` (default) falls back to this process's own limits, with

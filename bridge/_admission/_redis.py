@@ -144,19 +144,21 @@ elseif op == 'pause' then
 elseif op == 'learn' then
   local kind, per_second, remaining, mark = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
     tonumber(ARGV[5])
-  local told = num('rate:' .. kind, 0)
+  local told, stale = num('rate:' .. kind, 0), tonumber(ARGV[7]) ~= num('epoch', 0)
   if per_second > 0 and math.abs(told - per_second) > 1e-6 * per_second then
     put('rate:' .. kind, per_second)  -- a new rate: its reservations are void
     for _, lane in ipairs({'i', 'b'}) do put('lvl:' .. kind .. ':' .. lane, 0) end
     redis.call('HINCRBY', key, 'epoch', 1)
   end
   -- The server's view, less what the cluster charged since: the batch lane takes the
-  -- shortfall while it runs (it yields); the interactive lane only when alone.
+  -- shortfall while it runs (it yields); the interactive lane only when alone. Not
+  -- from a request reserved in an earlier epoch: the charges since its mark include
+  -- reservations that were voided and are being made again, so they would count twice.
   local view = remaining - (num('tot:' .. kind, 0) - mark)
   local lane = (now - num('seen:b', -1e18) < tonumber(ARGV[6])) and 'b' or 'i'
   local field = 'lvl:' .. kind .. ':' .. lane
   local lvl = num(field, nil)
-  if lvl == nil or lvl > view then
+  if not stale and (lvl == nil or lvl > view) then
     put(field, view)
     put('stm:' .. kind .. ':' .. lane, now)
   end
