@@ -8,6 +8,7 @@ checked against the simulated server's own ``stats()`` and the SDK's replies.
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import uuid
@@ -227,10 +228,11 @@ def test_a_failed_call_has_an_error_span(
 
 
 def test_a_connection_failure_names_its_exception(b: bridge.Bridge, otel: Telemetry) -> None:
-    from test_django_example_e2e import free_port
-
+    with socket.socket() as sock:  # a port nothing listens on once it is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     llm = bridge.openai(
-        base_url=f"http://127.0.0.1:{free_port()}/v1", api_key=new_key(),
+        base_url=f"http://127.0.0.1:{port}/v1", api_key=new_key(),
         retry=bridge.Retry(attempts=2, backoff=0), limits=OPEN,
     )  # fmt: skip
     with pytest.raises(openai.APIConnectionError):
