@@ -351,6 +351,46 @@ def test_upstream_failure_gets_502_and_keeps_the_successes(
         )
 
 
+def test_metrics_page_counts_the_bridge_requests(
+    site_env: dict[str, str], llm: SimulatedServer, tmp_path: Path
+):
+    """/metrics (OpenTelemetry's Prometheus exporter) counts what the LLM server was sent.
+
+    One worker, --preload as in production: a scrape sees only the process that answers
+    it, so with one worker that is the one that made the calls (docs/operations.md)."""
+    pytest.importorskip("opentelemetry.exporter.prometheus")
+    port = free_port()
+    flags = f"--workers 1 --threads 2 --preload --no-control-socket --bind 127.0.0.1:{port}"
+    site = Site([str(BIN / "gunicorn"), *flags.split(), "example.wsgi"], site_env,
+                tmp_path / "log", port)  # fmt: skip
+    try:
+        site.wait_until_up()
+        before = bridge_requests(site.url, llm.base_url)
+        llm.reset()
+        response = site.summarize([f"counted {i}" for i in range(7)])
+        assert response.status_code == 200, response.text
+        after = bridge_requests(site.url, llm.base_url)
+    finally:
+        site.stop()
+    assert after - before == llm.stats()["requests"] == 7
+
+
+def bridge_requests(url: str, llm_url: str) -> float:
+    """The ``bridge_requests_total`` samples for the endpoint at ``llm_url``, summed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(url + "/metrics", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "bridge_requests_total"
+        and sample.labels["bridge_endpoint"].startswith(llm_url + " key#")
+    )
+
+
 @pytest.fixture(scope="module")
 def uvicorn(site_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     port = free_port()

@@ -74,7 +74,13 @@ def test_no_layer_imports_one_above_it() -> None:
     import importlib.util
 
     root = Path(bridge.__file__).parent
-    integrations = ("bridge.django", "bridge.flask", "bridge.celery", "bridge.testing")
+    integrations = (
+        "bridge.django",
+        "bridge.flask",
+        "bridge.celery",
+        "bridge.otel",
+        "bridge.testing",
+    )
     tools = ("bridge.bench", "bridge.batch", "bridge._integration")
     above = {
         "_core": ("bridge._admission", *integrations, *tools),

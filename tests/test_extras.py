@@ -44,9 +44,10 @@ def without(module: str, code: str) -> subprocess.CompletedProcess[str]:
         ("redis", "import bridge; bridge.Limits(store='redis://127.0.0.1:6379/0')", "redis"),
         ("rich", "import bridge; bridge.map(abs, [1], progress='force')", "progress"),
         ("aiohttp", "from bridge.testing import serve; serve()", "testing"),
+        ("opentelemetry", "import bridge.otel; bridge.otel.instrument()", "otel"),
     ],
     ids=["openai-no-tenacity", "openai", "anthropic", "http_client", "wrap", "redis-store",
-         "progress", "testing-serve"],
+         "progress", "testing-serve", "otel"],
 )  # fmt: skip
 def test_a_feature_names_its_extra(module: str, call: str, extra: str) -> None:
     done = without(module, REPORT.format(call=call))

@@ -8,12 +8,15 @@
 - ``BRIDGE_STORE_URL``: a Redis URL; the web tier and the Celery workers share one quota.
 - ``CELERY_BROKER_URL``, ``CELERY_QUEUE``, ``BRIDGE_JOURNAL_URL`` (PostgreSQL): for
   ``manage.py summarize_batch`` and its workers (``celery -A example worker``).
+- ``METRICS=0``: no ``/metrics`` page (it is on when the ``django-example`` extra's
+  OpenTelemetry SDK and Prometheus exporter are installed; see summaries/metrics.py).
 - ``DJANGO_DEBUG=1``: Django's debug mode (tracebacks in the browser); off by default, so
   that a server started without it never shows them to the network.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -116,3 +119,16 @@ SUMMARIZE_MAX_TOKENS = 120
 #: UTF-8 JSON, 6 MB if every character is a \uXXXX escape.
 SUMMARIZE_MAX_BODY_BYTES = 8_000_000
 DATA_UPLOAD_MAX_MEMORY_SIZE = SUMMARIZE_MAX_BODY_BYTES
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+#: /metrics for Prometheus (summaries/metrics.py): the bridge's calls through OpenTelemetry.
+METRICS = os.environ.get("METRICS", "1") == "1" and all(
+    installed(m) for m in ("opentelemetry.sdk", "opentelemetry.exporter.prometheus")
+)

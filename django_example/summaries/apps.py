@@ -15,8 +15,10 @@ class SummariesConfig(AppConfig):
     name = "summaries"
 
     def ready(self) -> None:
-        from . import llm  # noqa: PLC0415 - app modules load once the app registry is ready
+        from . import llm, metrics  # noqa: PLC0415 - app modules load once the registry is ready
 
+        if settings.METRICS:
+            metrics.setup()
         # Only `manage.py runserver` without OPENAI_BASE_URL: never at import, in tests,
         # or in gunicorn/uvicorn workers, which must be pointed at an endpoint on purpose.
         if settings.LLM_BASE_URL is None and serving_for_development(sys.argv):
