@@ -41,8 +41,8 @@ class Bridge:
     a forked child, and closes at interpreter exit.
 
     Each request runs under ``bridge.deadline(BRIDGE_REQUEST_DEADLINE)`` (25 s by default,
-    None for none), from ``before_request`` to its teardown (with ``stream_with_context``,
-    the end of the stream), async views included; a ``bridge.DeadlineExceeded`` a view
+    None for none), from ``before_request`` to its teardown, async views included (a body
+    streamed after the view returns is not bound); a ``bridge.DeadlineExceeded`` a view
     raises becomes a 503 JSON reply with ``Retry-After`` (register your own
     ``errorhandler(bridge.DeadlineExceeded)`` to answer otherwise).
 
