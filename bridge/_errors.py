@@ -56,7 +56,14 @@ class DeadlineExceeded(BridgeError, TimeoutError):  # noqa: N818 - named as call
     message says how long, and why: a 429 pause, the RPM or TPM limit, or the window of
     requests in flight), or when the deadline passes while a call runs. Catch it to
     answer "try again later" (a 503 with ``Retry-After``) instead of a worker timeout.
+
+    ``retry_after`` holds the admission wait in seconds when that was the reason (a fair
+    ``Retry-After``), and None when the deadline passed while the call ran.
     """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def surfaced(error: BaseException) -> BaseException:

@@ -30,12 +30,21 @@ from ._core._journal import (
 )
 from ._core._journal._postgres import PostgresStore, is_postgres_url, redacted_url
 from ._core._progress import Progress, wanted
-from ._core._scope import LANES, Lane, set_process_lane
+from ._core._scope import LANES, Lane, set_process_lane, time_left
 from ._extras import require
+from ._request_deadline import (
+    DEFAULT_REQUEST_DEADLINE,
+    DEFAULT_RETRY_AFTER,
+    deadline_error,
+    deadline_problem,
+    deadline_reply,
+)
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
     "DEFAULT_KEY_SCHEME",
+    "DEFAULT_REQUEST_DEADLINE",
+    "DEFAULT_RETRY_AFTER",
     "LANES",
     "SDKS",
     "CallInfo",
@@ -50,6 +59,9 @@ __all__ = [
     "Watch",
     "Watcher",
     "add_watcher",
+    "deadline_error",
+    "deadline_problem",
+    "deadline_reply",
     "default_key",
     "dumps",
     "imap_start",
@@ -67,5 +79,6 @@ __all__ = [
     "status_of_exception",
     "status_of_http",
     "store_for",
+    "time_left",
     "wanted",
 ]

@@ -232,7 +232,8 @@ class Controller:
         if wait > left:
             raise DeadlineExceeded(
                 f"{self.endpoint.label}: admission would wait about {wait:.2f} s for {why}, "
-                f"but the deadline leaves {max(left, 0.0):.2f} s; the request was not sent"
+                f"but the deadline leaves {max(left, 0.0):.2f} s; the request was not sent",
+                retry_after=wait,
             )
         return deadline
 

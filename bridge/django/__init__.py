@@ -17,11 +17,17 @@ default, False, or a list such as ``["openai"]``), so that under gunicorn ``--pr
 that happens once, in the master, before fork. A system check reports bad ``BRIDGE``
 settings. :func:`openai` builds an ``AsyncOpenAI`` client with the limits configured for
 its base URL, and :func:`limits_for` gives those limits for any other client
-(``bridge.anthropic(limits=bridge.django.limits_for(url))``). See docs/django.md.
+(``bridge.anthropic(limits=bridge.django.limits_for(url))``).
+
+Add :class:`DeadlineMiddleware` to ``MIDDLEWARE`` to run each request under
+``bridge.deadline(BRIDGE["request_deadline"])`` (25 s by default, None for none): a view
+whose LLM calls cannot finish in time answers 503 with ``Retry-After`` at once, instead of
+running into the server's worker timeout. See docs/django.md.
 """
 
 from __future__ import annotations
 
+from ._middleware import DeadlineMiddleware
 from ._settings import limits_for, openai
 
-__all__ = ["limits_for", "openai"]
+__all__ = ["DeadlineMiddleware", "limits_for", "openai"]

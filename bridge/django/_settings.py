@@ -15,7 +15,13 @@ from django.conf import settings
 from django.core import checks
 
 from bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS, Limits
-from bridge._integration import SDKS, limits_from_setting, sdks_from_setting
+from bridge._integration import (
+    DEFAULT_REQUEST_DEADLINE,
+    SDKS,
+    deadline_problem,
+    limits_from_setting,
+    sdks_from_setting,
+)
 
 if TYPE_CHECKING:
     import openai as openai_sdk
@@ -27,9 +33,18 @@ __all__ = [
     "openai",
     "problems",
     "read_settings",
+    "request_deadline",
 ]
 
-_KEYS = ("concurrency", "limits", "preload", "store", "thread_sensitive", "threads")
+_KEYS = (
+    "concurrency",
+    "limits",
+    "preload",
+    "request_deadline",
+    "store",
+    "thread_sensitive",
+    "threads",
+)
 _OPENAI_URL = "https://api.openai.com/v1"
 
 
@@ -43,6 +58,8 @@ class BridgeSettings:
     limits: Mapping[str, Limits] = field(default_factory=dict)
     #: The SDKs ``ready()`` imports and warms up (see docs/django.md, "Cold workers").
     preload: tuple[str, ...] = SDKS
+    #: Seconds each request's bridge calls must finish in (``DeadlineMiddleware``); None: no limit.
+    request_deadline: float | None = DEFAULT_REQUEST_DEADLINE
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,15 @@ def problems(raw: object) -> list[Problem]:
                 "bridge.E006",
                 f"BRIDGE['preload'] is invalid: {exc}.",
                 "Leave it out to preload every installed SDK, or set it to False.",
+            )
+        )
+    if problem := deadline_problem(raw.get("request_deadline")):
+        found.append(
+            Problem(
+                "bridge.E007",
+                f"BRIDGE['request_deadline'] {problem}.",
+                "Use a few seconds under the server's worker timeout (25 under gunicorn's "
+                "default --timeout 30), or None for no deadline.",
             )
         )
     store = raw.get("store")
@@ -155,6 +181,7 @@ def read_settings() -> BridgeSettings:
         threads=raw.get("threads", DEFAULT_THREADS),
         thread_sensitive=raw.get("thread_sensitive", True),
         preload=sdks_from_setting(raw.get("preload", True)),
+        request_deadline=raw.get("request_deadline", DEFAULT_REQUEST_DEADLINE),
         limits={
             _normal(url): limits_from_setting(v, store) for url, v in raw.get("limits", {}).items()
         },
@@ -165,6 +192,17 @@ def check_bridge_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
     """The system check: one Error per problem in ``settings.BRIDGE``."""
     raw = getattr(settings, "BRIDGE", {})
     return [checks.Error(p.msg, hint=p.hint, id=p.id) for p in problems(raw)]
+
+
+def request_deadline() -> float | None:
+    """``BRIDGE['request_deadline']``; the default when it is invalid (the check says so)."""
+    raw = getattr(settings, "BRIDGE", {})
+    if not isinstance(raw, Mapping):
+        return DEFAULT_REQUEST_DEADLINE
+    value = raw.get("request_deadline", DEFAULT_REQUEST_DEADLINE)
+    if deadline_problem(value) is not None:
+        return DEFAULT_REQUEST_DEADLINE
+    return value  # type: ignore[no-any-return]  # checked: a positive number or None
 
 
 def limits_for(base_url: str) -> Limits | None:

@@ -15,6 +15,7 @@ from django.core import checks
 import bridge
 from bridge._integration import SDKS, preload
 
+from ._middleware import check_middleware
 from ._settings import BridgeSettings, check_bridge_settings, read_settings
 
 __all__ = ["BridgeConfig"]
@@ -33,6 +34,7 @@ class BridgeConfig(AppConfig):  # type: ignore[misc]  # Django ships no type inf
 
     def ready(self) -> None:
         checks.register(check_bridge_settings)
+        checks.register(check_middleware)
         try:
             config = read_settings()
         except ValueError as exc:

@@ -16,7 +16,9 @@
 The config keys are ``BRIDGE_CONCURRENCY``, ``BRIDGE_THREADS``, ``BRIDGE_LIMITS`` (base
 URL to ``bridge.Limits`` keywords or a ``Limits``), ``BRIDGE_STORE`` and
 ``BRIDGE_PRELOAD`` (the SDKs ``init_app`` imports and warms up: True, the default, for
-every installed one); ``init_app`` raises ``ValueError`` listing every bad one. See
+every installed one) and ``BRIDGE_REQUEST_DEADLINE`` (seconds each request's bridge calls
+must finish in, 25 by default, None for none; a view that cannot answers 503 with
+``Retry-After``); ``init_app`` raises ``ValueError`` listing every bad one. See
 docs/flask.md.
 """
 

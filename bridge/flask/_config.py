@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bridge import DEFAULT_CONCURRENCY, DEFAULT_THREADS, Limits
-from bridge._integration import SDKS, limits_from_setting, sdks_from_setting
+from bridge._integration import (
+    DEFAULT_REQUEST_DEADLINE,
+    SDKS,
+    deadline_problem,
+    limits_from_setting,
+    sdks_from_setting,
+)
 
 __all__ = ["BridgeConfig", "normal_url", "problems", "read_config"]
 
@@ -29,6 +35,8 @@ class BridgeConfig:
     limits: Mapping[str, Limits] = field(default_factory=dict)
     #: The SDKs ``init_app`` imports and warms up (see docs/flask.md, "Cold workers").
     preload: tuple[str, ...] = SDKS
+    #: Seconds each request's bridge calls must finish in; None for no deadline.
+    request_deadline: float | None = DEFAULT_REQUEST_DEADLINE
 
 
 def problems(config: Mapping[str, object]) -> list[str]:
@@ -47,6 +55,11 @@ def problems(config: Mapping[str, object]) -> list[str]:
         found.append(
             f"BRIDGE_PRELOAD is invalid ({exc}): leave it out to preload every installed "
             "SDK, or set it to False."
+        )
+    if problem := deadline_problem(config.get("BRIDGE_REQUEST_DEADLINE")):
+        found.append(
+            f"BRIDGE_REQUEST_DEADLINE {problem}: use a few seconds under the server's worker "
+            "timeout (25 under gunicorn's default --timeout 30), or None for no deadline."
         )
     store = config.get("BRIDGE_STORE")
     if store is not None:
@@ -96,6 +109,7 @@ def read_config(config: Mapping[str, object]) -> BridgeConfig:
         threads=config.get("BRIDGE_THREADS", DEFAULT_THREADS),  # type: ignore[arg-type]
         store=store,
         preload=sdks_from_setting(config.get("BRIDGE_PRELOAD", True)),
+        request_deadline=config.get("BRIDGE_REQUEST_DEADLINE", DEFAULT_REQUEST_DEADLINE),  # type: ignore[arg-type]
         limits={
             normal_url(url): limits_from_setting(value, store) for url, value in limits.items()
         },

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, AnyStr, TypeVar
 
-from flask import Flask, current_app, stream_with_context
+from flask import Flask, Response, current_app, g, jsonify, stream_with_context
 
 from bridge import Bridge as CoreBridge
-from bridge import CloseableIterator, Limits, set_default
-from bridge._integration import preload
+from bridge import CloseableIterator, DeadlineExceeded, Limits, deadline, set_default
+from bridge._integration import deadline_reply, preload
 
 from ._config import BridgeConfig, normal_url, read_config
 
@@ -24,6 +25,7 @@ T = TypeVar("T")
 A = TypeVar("A")
 
 _KEY = "bridge"
+_DEADLINE = "_bridge_request_deadline"  # the request's deadline scope, on flask.g
 _OPENAI_URL = "https://api.openai.com/v1"
 
 
@@ -37,6 +39,12 @@ class Bridge:
     every installed one): under gunicorn ``--preload`` that happens in the master, before
     fork. The bridge starts lazily, in each worker process, on first use, starts afresh in
     a forked child, and closes at interpreter exit.
+
+    Each request runs under ``bridge.deadline(BRIDGE_REQUEST_DEADLINE)`` (25 s by default,
+    None for none), from ``before_request`` to its teardown, async views included (a body
+    streamed after the view returns is not bound); a ``bridge.DeadlineExceeded`` a view
+    raises becomes a 503 JSON reply with ``Retry-After`` (register your own
+    ``errorhandler(bridge.DeadlineExceeded)`` to answer otherwise).
 
     The helpers (:meth:`map`, :meth:`iterate`, :meth:`openai`...) use the bridge of the
     current app, so one extension object serves every app an app factory makes.
@@ -69,6 +77,9 @@ class Bridge:
         set_default(core)
         self._apps[app] = (config, core)
         app.extensions[_KEY] = self
+        if config.request_deadline is not None:
+            _apply_deadline(app, config.request_deadline)
+        app.register_error_handler(DeadlineExceeded, _deadline_exceeded)
         preload(config.preload)
 
     @property
@@ -142,3 +153,32 @@ class Bridge:
         generator on the loop (and with it the upstream stream).
         """
         return stream_with_context(self.iterate(async_iterable, timeout=timeout))
+
+
+def _apply_deadline(app: Flask, seconds: float) -> None:
+    """Run each of ``app``'s requests under ``bridge.deadline(seconds)``.
+
+    The scope opens in ``before_request`` and closes at teardown, in the request's own
+    context (where the view runs, and from which an async view's context is copied).
+    """
+
+    @app.before_request
+    def open_deadline() -> None:
+        scope = contextlib.ExitStack()
+        scope.enter_context(deadline(seconds))
+        setattr(g, _DEADLINE, scope)
+
+    @app.teardown_request
+    def close_deadline(error: BaseException | None) -> None:
+        scope: contextlib.ExitStack | None = g.pop(_DEADLINE, None)
+        if scope is not None:
+            scope.close()
+
+
+def _deadline_exceeded(error: DeadlineExceeded) -> Response:
+    """The 503 for a view that cannot finish in time, with ``Retry-After``."""
+    body, retry_after = deadline_reply(error)
+    response = jsonify(body)
+    response.status_code = 503
+    response.headers["Retry-After"] = str(retry_after)
+    return response

@@ -37,6 +37,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    # Each request's LLM calls must finish within BRIDGE["request_deadline"]; a view that
+    # cannot answers 503 with Retry-After at once, before gunicorn's --timeout kills it.
+    "bridge.django.DeadlineMiddleware",
 ]
 ROOT_URLCONF = "example.urls"
 WSGI_APPLICATION = "example.wsgi.application"
@@ -87,7 +90,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 
 # "preload": ready() imports and warms up the SDK this project uses (the default would
 # preload every installed one); under gunicorn --preload, in the master, before fork.
-BRIDGE = {"concurrency": 10, "threads": 16, "preload": ["openai"]}
+# "request_deadline": seconds, under gunicorn's default --timeout of 30 (the default, 25,
+# stated for the reader); DeadlineMiddleware applies it.
+BRIDGE = {"concurrency": 10, "threads": 16, "preload": ["openai"], "request_deadline": 25}
 #: A Redis store for the rate limits: the web tier and the Celery workers then share one
 #: quota (BRIDGE["store"] here, CELERY_BRIDGE_STORE for the workers).
 BRIDGE_STORE_URL = os.environ.get("BRIDGE_STORE_URL") or None

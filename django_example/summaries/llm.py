@@ -67,17 +67,25 @@ async def summarise(document: str, *, llm: Any = None) -> tuple[str, dict[str, i
 
 
 def summarise_indexed(
-    start: float, *, llm: Any = None, on_done: Callable[[Summary], Awaitable[None]] | None = None
+    start: float,
+    *,
+    llm: Any = None,
+    on_done: Callable[[Summary], Awaitable[None]] | None = None,
+    raise_on_deadline: bool = False,
 ) -> Any:
     """An ``async def (index, document) -> Summary`` that reports failures instead of
     raising, so that ``bridge.imap`` keeps going and nothing that succeeded is lost.
-    ``on_done`` is awaited with each Summary as soon as it is known."""
+    ``on_done`` is awaited with each Summary as soon as it is known.
+    ``raise_on_deadline``: a call that cannot finish before the request's deadline fails
+    the whole request instead (``bridge.django.DeadlineMiddleware`` answers 503)."""
 
     async def one(item: tuple[int, str]) -> Summary:
         index, document = item
         try:
             text, usage = await summarise(document, llm=llm)
-        except Exception as exc:  # noqa: BLE001 - each document's failure is reported
+        except Exception as exc:
+            if raise_on_deadline and missed_deadline(exc):
+                raise
             done = Summary(index, error=describe(exc), done_s=time.perf_counter() - start)
         else:
             done = Summary(index, text, usage, done_s=time.perf_counter() - start)
@@ -99,8 +107,15 @@ def summarise_all(
     on_done: Callable[[Summary], Awaitable[None]] | None = None,
 ) -> list[Summary]:
     """Every document's Summary, in input order; a failed one carries its error."""
-    one = summarise_indexed(start, on_done=on_done)
+    one = summarise_indexed(start, on_done=on_done, raise_on_deadline=True)
     return bridge.map(one, enumerate(documents), concurrency=concurrency_for(mode))
+
+
+def missed_deadline(exc: BaseException) -> bool:
+    """Whether ``exc`` is the request's deadline passing (the SDK wraps the bridge's error)."""
+    return isinstance(exc, bridge.DeadlineExceeded) or isinstance(
+        exc.__cause__, bridge.DeadlineExceeded
+    )
 
 
 def describe(exc: BaseException) -> str:

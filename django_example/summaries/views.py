@@ -44,7 +44,8 @@ def index(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 @require_POST
 def summarize(request: HttpRequest) -> JsonResponse:
-    """Summaries in input order; 4xx for bad input, 502 if any upstream call failed."""
+    """Summaries in input order; 4xx for bad input, 502 if any upstream call failed, 503
+    with Retry-After if the LLM cannot answer within the request deadline."""
     try:
         job = parse_request(request)
     except InvalidRequestError as exc:

@@ -35,6 +35,10 @@ def create_app(**overrides: Any) -> Flask:
         # init_app imports and warms up the SDK this app uses (the default would preload
         # every installed one); under gunicorn --preload, in the master, before fork.
         BRIDGE_PRELOAD=["openai"],
+        # Each request's LLM calls must finish within this many seconds (the default,
+        # stated for the reader): under gunicorn's default --timeout of 30, a view that
+        # cannot answers 503 with Retry-After at once instead of having its worker killed.
+        BRIDGE_REQUEST_DEADLINE=25,
         #: The LLM endpoint; None means OpenAI's (or the simulated server, see llm.py).
         LLM_BASE_URL=os.environ.get("OPENAI_BASE_URL") or None,
         LLM_API_KEY=os.environ.get("OPENAI_API_KEY"),

@@ -11,6 +11,8 @@ from typing import Any
 
 from flask import Flask, current_app
 
+import bridge
+
 SYSTEM_PROMPT = "Summarise the user's document in two sentences."
 _KEY = "summarizer.client"
 _lock = threading.Lock()
@@ -108,15 +110,20 @@ async def summarise(document: str) -> tuple[str, dict[str, int]]:
     return reply.choices[0].message.content or "", tokens
 
 
-def summarise_indexed(start: float) -> Any:
+def summarise_indexed(start: float, *, raise_on_deadline: bool = False) -> Any:
     """An ``async def (index, document) -> Summary`` that reports failures instead of
-    raising, so that ``imap`` keeps going and nothing that succeeded is lost."""
+    raising, so that ``imap`` keeps going and nothing that succeeded is lost.
+
+    ``raise_on_deadline``: a call that cannot finish before the request's deadline fails
+    the whole request instead (the extension answers 503 with ``Retry-After``)."""
 
     async def one(item: tuple[int, str]) -> Summary:
         index, document = item
         try:
             text, usage = await summarise(document)
-        except Exception as exc:  # noqa: BLE001 - each document's failure is reported
+        except Exception as exc:
+            if raise_on_deadline and missed_deadline(exc):
+                raise
             return Summary(index, error=describe(exc), done_s=time.perf_counter() - start)
         return Summary(index, text, usage, done_s=time.perf_counter() - start)
 
@@ -131,7 +138,16 @@ def summarise_all(documents: list[str], mode: str, start: float) -> list[Summary
     """Every document's Summary, in input order; a failed one carries its error."""
     client()  # made here, on the request's thread, not by ten coroutines at once
     return current_app.extensions["bridge"].map(  # type: ignore[no-any-return]
-        summarise_indexed(start), enumerate(documents), concurrency=concurrency_for(mode)
+        summarise_indexed(start, raise_on_deadline=True),
+        enumerate(documents),
+        concurrency=concurrency_for(mode),
+    )
+
+
+def missed_deadline(exc: BaseException) -> bool:
+    """Whether ``exc`` is the request's deadline passing (the SDK wraps the bridge's error)."""
+    return isinstance(exc, bridge.DeadlineExceeded) or isinstance(
+        exc.__cause__, bridge.DeadlineExceeded
     )
 
 

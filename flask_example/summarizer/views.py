@@ -34,7 +34,8 @@ def bad_request(exc: InvalidRequestError) -> tuple[dict[str, str], int]:
 
 @blueprint.post("/api/summarize")
 def summarize() -> tuple[dict[str, Any], int]:
-    """Summaries in input order; 4xx for bad input, 502 if any upstream call failed."""
+    """Summaries in input order; 4xx for bad input, 502 if any upstream call failed, 503
+    with Retry-After if the LLM cannot answer within the request deadline."""
     job = parse_request(request)
     start = time.perf_counter()
     summaries = llm.summarise_all(job.documents, job.mode, start)

@@ -10,11 +10,12 @@ from typing import Any
 import openai
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 import bridge
 import bridge.django
+from bridge._integration import time_left
 
 from .notes.models import Note
 
@@ -71,3 +72,35 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
                     yield chunk.choices[0].delta.content
 
     return StreamingHttpResponse(bridge.iterate(tokens()), content_type="text/plain")
+
+
+def no_database(view: Any) -> Any:
+    """Keep ``view`` out of ATOMIC_REQUESTS on every database: it uses none."""
+    for alias in settings.DATABASES:
+        view = transaction.non_atomic_requests(using=alias)(view)
+    return view
+
+
+@no_database
+def deadline_left(request: HttpRequest) -> JsonResponse:
+    """The seconds left before the request's deadline, as a bridged coroutine sees them."""
+    return JsonResponse({"left": bridge.run(_time_left())})
+
+
+@no_database
+async def deadline_left_async(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"left": await _time_left()})
+
+
+async def _time_left() -> float | None:
+    return time_left()
+
+
+@no_database
+def deadline_missed(request: HttpRequest) -> HttpResponse:
+    """Raise what a call refused under the deadline raises (``?wrapped=1``: as an SDK does)."""
+    wait = float(request.GET["wait"]) if "wait" in request.GET else None
+    missed = bridge.DeadlineExceeded("the endpoint is paused", retry_after=wait)
+    if request.GET.get("wrapped"):
+        raise ConnectionError("the SDK's wrapping") from missed
+    raise missed
