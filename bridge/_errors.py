@@ -21,6 +21,8 @@ raise the builtin :class:`TypeError` or :class:`ValueError`.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BridgeClosedError",
     "BridgeError",
@@ -64,6 +66,15 @@ class DeadlineExceeded(BridgeError, TimeoutError):  # noqa: N818 - named as call
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments are lost by BaseException's pickling, and a Celery
+        # result carries this error to the web process, whose 503 needs retry_after.
+        return (_deadline_exceeded, (str(self), self.retry_after))
+
+
+def _deadline_exceeded(message: str, retry_after: float | None) -> DeadlineExceeded:
+    return DeadlineExceeded(message, retry_after=retry_after)
 
 
 def surfaced(error: BaseException) -> BaseException:

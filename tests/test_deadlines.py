@@ -99,3 +99,13 @@ def test_a_request_is_cut_to_the_time_left(llm_server: SimulatedServer) -> None:
     # try again past the deadline.
     poll(lambda: llm_server.stats()["disconnected"] == 1, timeout=30, what="the disconnect")
     assert llm_server.stats()["requests"] == 1
+
+
+def test_deadline_exceeded_keeps_its_retry_after_through_pickle() -> None:
+    """A Celery result carries the error to the web process, whose 503 needs the wait."""
+    import pickle
+
+    error = bridge.DeadlineExceeded("would wait 9 s for the RPM limit", retry_after=9.2)
+    again = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert isinstance(again, bridge.DeadlineExceeded)
+    assert (str(again), again.retry_after) == (str(error), 9.2)
