@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -25,18 +24,24 @@ from bridge._integration import (
 )
 
 from ._distributed import DEFAULT_QUEUE
-from ._requests import KEY_SCHEME, read_requests, request_key
+from ._output import (
+    CONFIG,
+    EXIT_FAILED_LINES,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    REFUSALS,
+    open_output,
+    prices_of,
+    refuse,
+    start_output,
+    write_lines,
+)
+from ._requests import read_requests, request_key
 from ._send import Line, Sender
-from ._summary import Prices, Tally, report
+from ._summary import Tally, report
 
 __all__ = ["main"]
 
-EXIT_FAILED_LINES = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-#: The journal's record of which command wrote it (checked on reuse).
-FUNCTION = "python -m bridge batch"
-CONFIG = {"function": FUNCTION, "key_scheme": KEY_SCHEME}
 
 DESCRIPTION = """\
 Send every request in a JSONL file to an OpenAI-compatible API, many at once, under
@@ -297,11 +302,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-#: What keeps a run from starting once the output is open: the journal is held by another
-#: run, was written by another command, or cannot be reached.
-REFUSALS = (bridge.JournalLockedError, bridge.JournalMismatchError, OSError)
-
-
 def _locked_run(args: argparse.Namespace, journal: str) -> int:
     opened = open_output(args.output)
     if opened is None:
@@ -317,34 +317,6 @@ def _locked_run(args: argparse.Namespace, journal: str) -> int:
             return EXIT_USAGE
         start_output(args.output, out)
         return _run(args, store, out)
-
-
-def open_output(path: Path) -> tuple[IO[str], bool] | None:
-    """The output opened to append, and whether it existed; None if it cannot be written.
-
-    Append mode: checks that the output can be written without truncating it, in case
-    another run holds the journal and is writing this file.
-    """
-    existed = path.exists()
-    try:
-        return path.open("a", encoding="utf-8"), existed
-    except OSError as exc:
-        print(f"error: cannot write the output {path}: {exc}", file=sys.stderr)
-        return None
-
-
-def start_output(path: Path, out: IO[str]) -> None:
-    """Empty the output, now that this run holds the journal."""
-    if path.is_file():  # not a pipe or a device such as /dev/stdout
-        out.truncate(0)
-
-
-def refuse(path: Path, out: IO[str], existed: bool, exc: BaseException) -> None:
-    """Report why the run cannot start, leaving no output file behind that it created."""
-    out.close()
-    if not existed:
-        path.unlink(missing_ok=True)
-    print(f"error: {exc}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, store: JournalStore, out: IO[str]) -> int:
@@ -387,19 +359,5 @@ def _run(args: argparse.Namespace, store: JournalStore, out: IO[str]) -> int:
     return EXIT_FAILED_LINES if tally.failed else 0
 
 
-def prices_of(args: argparse.Namespace) -> Prices | None:
-    return None if args.price_in is None else Prices(args.price_in, args.price_out)
-
-
 def _status(result: Line) -> Status:
     return result[1]
-
-
-def write_lines(results: Iterable[Line], tally: Tally, out: IO[str]) -> None:
-    """Write each line of ``results`` to ``out``, counting it in ``tally``."""
-    for line, status in results:
-        out.write(json.dumps(line) + "\n")
-        tally.add(line, status)
-        error = line["error"]
-        if error is not None and error["code"] == "invalid_request":
-            print(f"skipped: {error['message']}", file=sys.stderr)

@@ -18,7 +18,8 @@ import bridge
 from bridge._integration import Entry, RunCounts, loads, redacted_url
 from bridge.celery._fanout import Batch, _submit
 
-from ._cli import (
+from ._distributed import as_item, line_status, make_app, request_item_key, send
+from ._output import (
     CONFIG,
     EXIT_FAILED_LINES,
     EXIT_INTERRUPTED,
@@ -30,7 +31,6 @@ from ._cli import (
     start_output,
     write_lines,
 )
-from ._distributed import as_item, line_status, make_app, request_item_key, send
 from ._requests import Request, read_requests
 from ._send import Line
 from ._summary import Tally, report

@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import bridge
 
-from ._config import CeleryConfig
+from ._config import CeleryConfig, settings
 from ._fanout import CHUNK_TASK, DEFAULT_CHUNK_SIZE, Batch, fanout, map, submit
-from ._setup import init_app, settings
+from ._setup import init_app
 
 if TYPE_CHECKING:
     import anthropic as anthropic_sdk

@@ -7,9 +7,10 @@ whole list, not in a worker at the first task.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import bridge
 from bridge._integration import (
@@ -22,7 +23,10 @@ from bridge._integration import (
     sdks_from_setting,
 )
 
-__all__ = ["KEYS", "CeleryConfig", "problems", "read_config"]
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = ["KEYS", "CeleryConfig", "config_of", "problems", "read_config", "remember", "settings"]
 
 #: The ``app.conf`` settings ``init_app`` reads, and the keyword each one is set by.
 KEYS = {
@@ -159,3 +163,37 @@ def read_config(conf: Mapping[str, Any]) -> CeleryConfig:
 
 def _or(value: object, default: object) -> object:
     return default if value is None else value
+
+
+# Each app's checked settings, kept here (not in _setup) so that the fan-out task and the
+# set-up read one registry without importing each other.
+_configs: weakref.WeakKeyDictionary[Celery, CeleryConfig] = weakref.WeakKeyDictionary()
+
+
+def remember(app: Celery, config: CeleryConfig) -> None:
+    """Keep ``app``'s checked settings (``init_app`` does)."""
+    _configs[app] = config
+
+
+def config_of(app: Celery) -> CeleryConfig | None:
+    """``app``'s checked settings, or None if ``init_app`` was not called on it."""
+    return _configs.get(app)
+
+
+def settings(app: Celery | None = None) -> CeleryConfig:
+    """The checked ``bridge_*`` settings of ``app`` (default: Celery's current app).
+
+    Raises:
+        RuntimeError: ``init_app`` was not called on that app.
+    """
+    if app is None:
+        from celery import current_app  # noqa: PLC0415 - celery is an optional dependency
+
+        app = cast(Any, current_app)._get_current_object()
+    config = _configs.get(app)
+    if config is None:
+        raise RuntimeError(
+            f"bridge.celery is not set up on the Celery app {app.main!r}: call "
+            "bridge.celery.init_app(app) where the app is made."
+        )
+    return config

@@ -47,6 +47,8 @@ from bridge._integration import (
     wanted,
 )
 
+from ._config import config_of, settings
+
 if TYPE_CHECKING:
     from celery import Celery
     from celery.result import AsyncResult
@@ -96,8 +98,6 @@ def register(app: Celery) -> None:
 
 def run_chunk(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one chunk's items into the journal; what it did, for the driver's summary."""
-    from ._setup import settings  # noqa: PLC0415 - _setup imports this module
-
     fn, judge = _marked(spec["fn"]), spec.get("judge")
     judged = _marked(judge) if judge else _ok
     store = PostgresStore(
@@ -416,8 +416,6 @@ def _app(app: Celery | None) -> Celery:
 
 
 def _journal(app: Celery, journal: str | None) -> str:
-    from ._setup import config_of  # noqa: PLC0415 - _setup imports this module
-
     config = config_of(app)
     url = journal or (config.journal if config is not None else None)
     if not is_postgres_url(url):

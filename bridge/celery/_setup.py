@@ -19,22 +19,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import bridge
 from bridge._integration import preload, set_process_lane
 
-from ._config import KEYS, CeleryConfig, read_config
+from ._config import KEYS, CeleryConfig, config_of, read_config, remember
+from ._fanout import register
 
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["config_of", "init_app", "settings"]
+__all__ = ["init_app"]
 
 logger = logging.getLogger("bridge.celery")
 
-_configs: weakref.WeakKeyDictionary[Celery, CeleryConfig] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 # The worker's config (set at worker_init, inherited by prefork children) and the bridge
 # of this process, with the pid it was made in.
@@ -73,35 +72,9 @@ def init_app(
         if value is not None:
             app.conf[KEYS[name]] = value
     config = read_config(app.conf)
-    _configs[app] = config
-    from ._fanout import register  # noqa: PLC0415 - the task module needs this one loaded
-
+    remember(app, config)
     register(app)
     _connect_signals()
-    return config
-
-
-def config_of(app: Celery) -> CeleryConfig | None:
-    """``app``'s checked settings, or None if ``init_app`` was not called on it."""
-    return _configs.get(app)
-
-
-def settings(app: Celery | None = None) -> CeleryConfig:
-    """The checked ``bridge_*`` settings of ``app`` (default: Celery's current app).
-
-    Raises:
-        RuntimeError: ``init_app`` was not called on that app.
-    """
-    if app is None:
-        from celery import current_app  # noqa: PLC0415 - celery is an optional dependency
-
-        app = cast(Any, current_app)._get_current_object()
-    config = _configs.get(app)
-    if config is None:
-        raise RuntimeError(
-            f"bridge.celery is not set up on the Celery app {app.main!r}: call "
-            "bridge.celery.init_app(app) where the app is made."
-        )
     return config
 
 
@@ -122,7 +95,7 @@ def _connect_signals() -> None:
 def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
     global _worker_config  # noqa: PLW0603 - one worker per process, by Celery's design
     app = getattr(sender, "app", None)
-    config = None if app is None else _configs.get(app)
+    config = None if app is None else config_of(app)
     if config is None:
         return  # a worker of an app without init_app
     _worker_config = config
