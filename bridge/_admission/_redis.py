@@ -172,6 +172,12 @@ elseif op == 'reject' then
   if sent_at <= de then
     if num('df', 0) == 1 then put('dw', math.max(MINR, num('dw', MINR) - 1 / num('dsp', 1))) end
     result = 0
+  elseif sent_at <= de + 1.0 then
+    -- Sent within a second of the cut: the server's bucket was still empty, and the
+    -- pause that the 429 brought is told separately, so other processes may have sent
+    -- before it landed. The same event: measured over that sliver of time, the rate
+    -- taken would be a handful of requests, and the cluster would crawl at it.
+    result = 0
   else
     local refused = num('dr', 0) + 1
     local span = math.max(0, now - num('ds', now)) + 1
@@ -182,7 +188,14 @@ elseif op == 'reject' then
     put('ds', now)
     put('dn', 0)
     put('dr', 0)
-    for _, lane in ipairs({'i', 'b'}) do put('lvl:r:' .. lane, 0) end
+    -- Reservations at the old rate are void (a new epoch): each is made again, at the
+    -- new rate, after what is left of a pause that the 429 brought (if it landed first;
+    -- if it lands later, it sets the same from the new rate).
+    local hold = math.max(0, num('paused', 0) - now) * BETA * num('dw', MINR)
+    for _, lane in ipairs({'i', 'b'}) do
+      put('lvl:r:' .. lane, -hold)
+      put('stm:r:' .. lane, now)
+    end
     redis.call('HINCRBY', key, 'epoch', 1)
     result = 1
   end
