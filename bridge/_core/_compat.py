@@ -14,6 +14,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+# Imported here, not when a thread starts: a request must not be what imports it.
+from ._loglocks import share_handler_locks
+
 __all__ = [
     "create_task",
     "gevent_patched",
@@ -49,8 +52,6 @@ def start_os_thread(
         from gevent._hub_local import get_hub_if_exists  # noqa: PLC0415 - gevent is loaded
 
         if get_hub_if_exists() is not None:  # the hub's thread, not one of the bridge's
-            from ._loglocks import share_handler_locks  # noqa: PLC0415 - only under gevent
-
             share_handler_locks()
         original("_thread", "start_new_thread")(target, args)
         return None
