@@ -26,7 +26,9 @@ from bridge.testing import SimulatedServer, serve
 
 celery = pytest.importorskip("celery")
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
+#: One xdist worker runs the whole module: its workers fixture is per process, and the last
+#: test reads what the earlier ones left in the workers' logs.
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.xdist_group("celery-pools")]
 
 TASKS, TEXTS = 6, 5
 #: The client's requests in flight per process that celery_pool_app's bridge_limits sets.

@@ -37,7 +37,14 @@ pytest.importorskip("celery")
 redis = pytest.importorskip("redis")
 pytest.importorskip("psycopg")
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+#: Shares limits across workers and counts 429s: never beside another module that does (xdist).
+pytestmark = [
+    pytest.mark.rabbitmq,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    pytest.mark.xdist_group("rate-limits"),
+]
 
 #: Lines per chunk task. Each worker process holds one chunk at a time (prefetch 1).
 CHUNK = 10

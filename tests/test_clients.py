@@ -66,6 +66,7 @@ def count_429(server: SimulatedServer) -> int:
 
 
 @pytest.mark.llm_server(rpm=1200, latency=0.2, jitter=0.05)
+@pytest.mark.xdist_group("rate-limits")  # paces against rpm and counts 429s
 class TestRateLimitedServer:
     """300 calls against rpm=1200 (20/s with a 1 s burst): about 15 s each, by design."""
 

@@ -24,7 +24,8 @@ from bridge.testing import SimulatedServer, expected_digest, serve
 
 openai = pytest.importorskip("openai")
 
-pytestmark = pytest.mark.slow
+#: Counts 429s and paces against limits: never beside another module that does (xdist).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("rate-limits")]
 
 
 def new_key() -> str:

@@ -124,3 +124,53 @@ def test_loop_runs_on_a_real_os_thread_and_waits_cooperatively() -> None:
     assert report["pooled"] == list(range(8))
     assert report["pool_peak"] == 8  # the pool grew past the threads left idle earlier
     assert "Traceback" not in result.stderr, result.stderr
+
+
+LOGGING_SCRIPT = textwrap.dedent(
+    """
+    from gevent import monkey
+    monkey.patch_all()
+
+    import logging, sys, time
+    import gevent
+    import bridge
+
+    class Slow(logging.StreamHandler):
+        def emit(self, record):
+            time.sleep(0.001)  # holds the handler's lock long enough for others to queue up
+            super().emit(record)
+
+    logging.basicConfig(level=logging.INFO, handlers=[Slow(sys.stdout)], format="%(message)s")
+    log = logging.getLogger("probe")
+    LINES = int(sys.argv[1])
+
+    async def from_loop():  # as the SDKs log "HTTP Request: ..." on the bridge's loop thread
+        for i in range(LINES):
+            log.info("loop %d", i)
+
+    def from_greenlet(n):
+        for i in range(LINES):
+            log.info("greenlet %d %d", n, i)
+            gevent.sleep(0)
+
+    greenlets = [gevent.spawn(from_greenlet, n) for n in range(4)]
+    bridge.run(from_loop())
+    done = gevent.joinall(greenlets, timeout=60)
+    print("finished", len(done), flush=True)
+    """
+)
+
+
+def test_greenlets_and_the_loop_thread_share_logging_handlers() -> None:
+    """gevent#2013: a greenlet waiting on a handler lock the loop thread released stayed
+    parked for ever; a Celery gevent worker then never finished its warm shutdown."""
+    lines = 300
+    result = subprocess.run(
+        [sys.executable, "-c", LOGGING_SCRIPT, str(lines)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[-1] == "finished 4", result.stdout[-2000:]  # no greenlet was left parked
+    assert sum(line.startswith("loop ") for line in out) == lines
+    assert sum(line.startswith("greenlet ") for line in out) == 4 * lines

@@ -20,6 +20,10 @@ import bridge
 from bridge._admission._redis import RedisStore, StepRequest
 from bridge.testing import SimulatedServer
 
+#: Processes share one limit and 429s are counted: never beside another module that does
+#: (xdist).
+pytestmark = pytest.mark.xdist_group("rate-limits")
+
 redis = pytest.importorskip("redis")
 pytest.importorskip("openai")
 

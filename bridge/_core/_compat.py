@@ -14,6 +14,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+# Imported here, not when a thread starts: a request must not be what imports it.
+from ._loglocks import share_handler_locks
+
 __all__ = [
     "create_task",
     "gevent_patched",
@@ -42,9 +45,14 @@ def start_os_thread(
 ) -> threading.Thread | None:
     """Start ``target(*args)`` on a real OS thread, daemonic, even under gevent.
 
-    Returns the Thread to join, or None under gevent, where the thread is a raw one.
+    Returns the Thread to join, or None under gevent, where the thread is a raw one. Under
+    gevent, logging handlers first get locks the new thread can share with greenlets.
     """
     if gevent_patched():
+        from gevent._hub_local import get_hub_if_exists  # noqa: PLC0415 - gevent is loaded
+
+        if get_hub_if_exists() is not None:  # the hub's thread, not one of the bridge's
+            share_handler_locks()
         original("_thread", "start_new_thread")(target, args)
         return None
     thread = threading.Thread(target=target, args=args, name=name, daemon=True)
