@@ -3,14 +3,16 @@
 Each run is the real thing: ``python -m bridge worker --concurrency N`` (one Celery worker
 with N prefork processes, fresh: its own queue, API key and Redis key prefix, so nothing
 is learned before the run) and ``python -m bridge batch --broker``, timed from the driver's
-start to its exit, the workers already up. Three scenarios, against the simulated server:
+start to its exit, the workers already up. Four scenarios, against the simulated server:
 
 - **limited**: rpm 1200 with rate-limit headers; the throughput should track the limit
   (20 requests/s), not the number of processes;
 - **unlimited**: no limits and a short latency; the throughput is bounded by the CPU, which
   the workers, the driver and the server share (2 cores on the project's machine);
 - **kill**: 2 workers x 2 processes, rpm 1200, one worker SIGKILLed at about 40 %; the wall
-  time against the 15 s that the limit allows for 300 requests.
+  time against the 15 s that the limit allows for 300 requests;
+- **limited, no headers**: 4 processes against rpm 1200 answering 429 + ``retry-after``
+  only, so the cluster must find the rate from its 429s.
 
 It prints a Markdown table and, with ``--docs`` (the default), writes it into
 docs/scale-out.md between its markers, with the chart docs/bench/scale.png and the raw
@@ -192,6 +194,11 @@ def run_all(args: argparse.Namespace) -> list[Run]:
             print(runs[-1].row(RPM / 60), flush=True)
         runs.append(measure(args, limited, "kill", requests=300, workers=2, processes=2,
                             kill_at=0.4))  # fmt: skip
+        print(runs[-1].row(RPM / 60), flush=True)
+    # A gateway's 429s only: the cluster finds the rate together (the shared discovery).
+    with serve(rpm=RPM, latency=LATENCY, jitter=JITTER, rate_limit_headers=False) as bare:
+        runs.append(measure(args, bare, "limited, no headers", requests=args.limited_requests,
+                            workers=1, processes=max(PROCESSES)))  # fmt: skip
         print(runs[-1].row(RPM / 60), flush=True)
     with serve(latency=args.unlimited_latency) as unlimited:
         for n in PROCESSES:
