@@ -6,11 +6,13 @@ them, elsewhere they skip, saying why. Every test uses its own key prefix and de
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -149,6 +151,23 @@ def test_an_answer_resyncs_only_from_a_reservation_that_still_stands(
         assert after.wait < 0.5  # from the voided level: the queue is not counted again
     else:
         assert after.wait > 2.0  # 20 charged since the mark, at 7 a second
+
+
+@pytest.mark.redis
+def test_the_shared_opening_grows_when_the_server_never_says_its_limits(store_url: str) -> None:
+    """A server that sends no rate-limit headers and never a 429 (a self-hosted model)
+    must not hold the cluster to the opening window's 24 a second for good."""
+    endpoint = f"e|{uuid.uuid4().hex}"
+    store = RedisStore(store_url)
+    opening = dataclasses.replace(_request(), opening=24)
+    first = [store.step_sync(endpoint, opening) for _ in range(48)]
+    assert all(reply is not None for reply in first)
+    assert max(reply.wait for reply in first if reply is not None) > 0.5  # 24, then paced
+    time.sleep(3.0)  # the opening rate doubles each second: 192 a second by now
+    later = [store.step_sync(endpoint, opening) for _ in range(100)]
+    waits = [reply.wait for reply in later if reply is not None]
+    assert len(waits) == 100
+    assert max(waits) < 1.0  # at a fixed 24 a second the last would wait about 4 s
 
 
 @pytest.mark.redis

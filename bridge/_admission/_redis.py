@@ -116,9 +116,17 @@ if op == 'step' then
       end
     end
     -- Nothing known yet (no limit told or found): the processes together open with
-    -- `opening` requests, then that many a second, until an answer says more.
+    -- `opening` requests, then a rate that starts at that many a second and doubles every
+    -- second (slow start), until an answer says more. A server that never says (no
+    -- headers, never a 429: a self-hosted model, say) is then not held to the opening.
     if opening > 0 and rate('r', cfg.r) == 0 and rate('t', cfg.t) == 0 then
-      wait = math.max(wait, take('o', 'i', opening, cost.r, 1.0))
+      local since = num('os', nil)
+      if since == nil then
+        since = now
+        put('os', now)
+      end
+      local grown = opening * 2 ^ math.min(20, now - since)
+      wait = math.max(wait, take('o', 'i', grown, cost.r, 1.0))
     end
     if voided then epoch = redis.call('HINCRBY', key, 'epoch', 1) end
     if ep < 0 then
