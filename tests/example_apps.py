@@ -1,4 +1,5 @@
-"""What the tests of both example apps share: hostile bodies and the documented reply.
+"""What the tests of both example apps share: a served app, hostile bodies and the
+documented reply.
 
 Both apps must answer a hostile body alike: a 4xx with a JSON ``{"error": ...}``, never a
 500 or an HTML page. And the reply shape their docs give must be the one they return.
@@ -7,9 +8,13 @@ Both apps must answer a hostile body alike: a 4xx with a JSON ``{"error": ...}``
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
+from polling import poll
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -58,3 +63,45 @@ def documented_reply(page: str) -> tuple[set[str], set[str]]:
     assert summary, f"no summary shape in {shape}"
     outer = shape.replace(summary.group(0), "")
     return set(re.findall(r'"(\w+)"', outer)), set(re.findall(r'"(\w+)"', summary.group(1)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Served:
+    """A server process running an example app (gunicorn, uvicorn), logging to ``log``."""
+
+    def __init__(self, command: list[str], *, cwd: Path, env: dict[str, str], log: Path,
+                 port: int) -> None:  # fmt: skip
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def wait_until_up(self, timeout: float = 60.0) -> None:
+        poll(self.answers, timeout=timeout, what=f"{self.url} to answer:\n{self.text()}")
+
+    def answers(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"the server exited ({self.process.returncode}):\n{self.text()}")
+        try:
+            return httpx.get(self.url + "/", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def text(self) -> str:
+        return self.log.read_text()

@@ -12,7 +12,6 @@ import concurrent.futures
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,8 +20,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from example_apps import HOSTILE, NOT_JSON_TYPES, PRELOADED, TOO_BIG, documented_reply
-from polling import poll
+from example_apps import (
+    HOSTILE,
+    NOT_JSON_TYPES,
+    PRELOADED,
+    TOO_BIG,
+    Served,
+    documented_reply,
+    free_port,
+)
 
 from bridge.testing import SimulatedServer, expected_digest, serve
 
@@ -38,45 +44,11 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 LOOP_CLOSED = "Event loop is closed"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Site:
+class Site(Served):
     """A server process running django_example, with its log."""
 
     def __init__(self, command: list[str], env: dict[str, str], log: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                command, cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def wait_until_up(self, timeout: float = 60.0) -> None:
-        poll(self._answers, timeout=timeout, what=f"{self.url} to answer:\n{self.text()}")
-
-    def _answers(self) -> bool:
-        if self.process.poll() is not None:
-            pytest.fail(f"the server exited ({self.process.returncode}):\n{self.text()}")
-        try:
-            return httpx.get(self.url + "/", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def text(self) -> str:
-        return self.log.read_text()
+        super().__init__(command, cwd=EXAMPLE, env=env, log=log, port=port)
 
     def summarize(self, documents: list[str], path: str = "/api/summarize", **extra: str):
         return httpx.post(self.url + path, json={"documents": documents, **extra}, timeout=60)

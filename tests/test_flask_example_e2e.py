@@ -11,16 +11,13 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from example_apps import DEEP, PRELOADED
-from polling import poll
+from example_apps import DEEP, PRELOADED, Served, free_port
 
 from bridge.testing import SimulatedServer, expected_digest, serve
 
@@ -37,19 +34,11 @@ WORKERS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Site:
+class Site(Served):
     """gunicorn serving flask_example, with its log."""
 
     def __init__(self, flags: str, env: dict[str, str], log: Path) -> None:
         port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
         self.imports = log.parent / f"{log.stem}-imports"
         self.imports.mkdir()
         self.preload = "--preload" in flags
@@ -60,33 +49,7 @@ class Site:
             "app:app",
         ]
         env = {**env, "IMPORTS_AFTER_FORK_DIR": str(self.imports)}
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                command, cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def wait_until_up(self, timeout: float = 60.0) -> None:
-        poll(self._answers, timeout=timeout, what=f"{self.url} to answer:\n{self.text()}")
-
-    def _answers(self) -> bool:
-        if self.process.poll() is not None:
-            pytest.fail(f"gunicorn exited ({self.process.returncode}):\n{self.text()}")
-        try:
-            return httpx.get(self.url + "/", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def text(self) -> str:
-        return self.log.read_text()
+        super().__init__(command, cwd=EXAMPLE, env=env, log=log, port=port)
 
     def summarize(self, documents: list[str], path: str = "/api/summarize") -> httpx.Response:
         return httpx.post(self.url + path, json={"documents": documents}, timeout=60)

@@ -12,7 +12,6 @@ more arrived), the JSON 503 itself (a killed worker answers nothing), gunicorn's
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from polling import poll
+from example_apps import Served, free_port
 
 from bridge.testing import SimulatedServer, serve
 
@@ -38,20 +37,12 @@ APPS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Site:
+class Site(Served):
     """gunicorn serving one example, with its log and its workers' request records."""
 
     def __init__(self, app: str, env: dict[str, str], tmp: Path) -> None:
         cwd, target = APPS[app]
         port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = tmp / "gunicorn.log"
         self.served = tmp / "served"
         self.served.mkdir()
         command = [
@@ -60,30 +51,7 @@ class Site:
             *f"--bind 127.0.0.1:{port} --config {IMPORTS_HOOK} {target}".split(),
         ]
         env = {**env, "IMPORTS_AFTER_FORK_DIR": str(self.served)}
-        with self.log.open("w") as out:
-            self.process = subprocess.Popen(
-                command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def up(self) -> bool:
-        if self.process.poll() is not None:
-            pytest.fail(f"gunicorn exited ({self.process.returncode}):\n{self.text()}")
-        try:
-            return httpx.get(self.url + "/", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def text(self) -> str:
-        return self.log.read_text()
+        super().__init__(command, cwd=cwd, env=env, log=tmp / "gunicorn.log", port=port)
 
     def workers(self) -> set[int]:
         """The pids of the workers that served a request (each writes <pid>.json)."""
@@ -121,7 +89,7 @@ def site(request: pytest.FixtureRequest, llm: SimulatedServer, tmp_path: Path) -
     app = request.param
     started = Site(app, environment(app, llm, tmp_path), tmp_path)
     try:
-        poll(started.up, timeout=60, what=f"gunicorn serving {app}:\n{started.text()}")
+        started.wait_until_up()
         yield started
     finally:
         started.stop()
@@ -150,7 +118,7 @@ def test_a_view_past_the_deadline_answers_503_at_once_and_keeps_its_worker(
     assert stats["rate_limited"] == 0  # ... not even to be refused there
     # The same worker serves the next request: it was never killed and replaced.
     assert site.summarize("The monthly report.").status_code == 503
-    assert site.up()
+    assert site.answers()
     assert site.workers() == {worker}
     assert "WORKER TIMEOUT" not in site.text()
     assert site.text().count("Booting worker") == 1
