@@ -8,7 +8,7 @@ a change to the integrations; everything else under ``bridge._*`` may move freel
 
 from __future__ import annotations
 
-from ._admission._limits import DEFAULT_ATTEMPTS, limits_from_setting
+from ._admission._limits import DEFAULT_ATTEMPTS, limits_from_setting, limits_setting_problems
 from ._admission._observe import CallInfo, Watch, Watcher, add_watcher, remove_watcher
 from ._admission._preload import SDKS, preload, sdks_from_setting
 from ._core._journal import (
@@ -67,6 +67,7 @@ __all__ = [
     "imap_start",
     "is_postgres_url",
     "limits_from_setting",
+    "limits_setting_problems",
     "loads",
     "open_store",
     "preload",

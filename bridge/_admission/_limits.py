@@ -28,6 +28,7 @@ __all__ = [
     "Limits",
     "Retry",
     "limits_from_setting",
+    "limits_setting_problems",
 ]
 
 
@@ -252,3 +253,24 @@ def limits_from_setting(value: object, store: str | None) -> Limits:
     else:
         raise TypeError(f"expected a dict or a bridge.Limits, got {type(value).__name__}")
     return limits if limits.store is not None or store is None else replace(limits, store=store)
+
+
+def limits_setting_problems(limits: object, name: str) -> list[str]:
+    """Everything wrong with a framework's per-endpoint limits setting called ``name``
+    (``BRIDGE_LIMITS``, ``bridge_limits``), each saying what to write instead."""
+    hint = f'use {name} = {{"https://api.openai.com/v1": {{"rpm": 500, "max_in_flight": 20}}}}'
+    if not isinstance(limits, Mapping):
+        return [f"{name} must map base URLs to limits, got {type(limits).__name__}: {hint}."]
+    found = []
+    for url, value in limits.items():
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            found.append(f"{name} key {url!r} is not a base URL: {hint}.")
+            continue
+        try:
+            limits_from_setting(value, None)
+        except (TypeError, ValueError) as exc:
+            found.append(
+                f"{name}[{url!r}] is invalid ({exc}): pass bridge.Limits keywords "
+                "(max_in_flight, rpm, tpm, store, on_store_error) or a bridge.Limits."
+            )
+    return found

@@ -19,6 +19,7 @@ from bridge._integration import (
     Lane,
     is_postgres_url,
     limits_from_setting,
+    limits_setting_problems,
     redacted_url,
     sdks_from_setting,
 )
@@ -38,10 +39,6 @@ KEYS = {
     "preload": "bridge_preload",
     "lane": "bridge_lane",
 }
-
-_HINT_LIMITS = (
-    'use bridge_limits = {"https://api.openai.com/v1": {"rpm": 500, "max_in_flight": 20}}'
-)
 
 
 @dataclass(frozen=True)
@@ -114,28 +111,7 @@ def problems(conf: Mapping[str, Any]) -> list[str]:
             "bridge_journal must be a PostgreSQL URL that every worker reaches, such as "
             "'postgresql://user@db-host/llm' (a SQLite file has one writer; a cluster has many)."
         )
-    return found + _limits_problems(conf.get("bridge_limits") or {})
-
-
-def _limits_problems(limits: object) -> list[str]:
-    if not isinstance(limits, Mapping):
-        return [
-            f"bridge_limits must map base URLs to limits, got {type(limits).__name__}: "
-            f"{_HINT_LIMITS}."
-        ]
-    found = []
-    for url, value in limits.items():
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            found.append(f"bridge_limits key {url!r} is not a base URL: {_HINT_LIMITS}.")
-            continue
-        try:
-            limits_from_setting(value, None)
-        except (TypeError, ValueError) as exc:
-            found.append(
-                f"bridge_limits[{url!r}] is invalid ({exc}): pass bridge.Limits keywords "
-                "(max_in_flight, rpm, tpm, store, on_store_error) or a bridge.Limits."
-            )
-    return found
+    return found + limits_setting_problems(conf.get("bridge_limits") or {}, "bridge_limits")
 
 
 def read_config(conf: Mapping[str, Any]) -> CeleryConfig:

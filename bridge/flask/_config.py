@@ -15,14 +15,11 @@ from bridge._integration import (
     SDKS,
     deadline_problem,
     limits_from_setting,
+    limits_setting_problems,
     sdks_from_setting,
 )
 
 __all__ = ["BridgeConfig", "normal_url", "problems", "read_config"]
-
-_HINT_LIMITS = (
-    'use BRIDGE_LIMITS = {"https://api.openai.com/v1": {"rpm": 500, "max_in_flight": 20}}'
-)
 
 
 @dataclass(frozen=True)
@@ -69,28 +66,7 @@ def problems(config: Mapping[str, object]) -> list[str]:
             found.append(
                 f"BRIDGE_STORE is invalid ({exc}): use a URL such as 'redis://127.0.0.1:6379/0'."
             )
-    return found + _limits_problems(config.get("BRIDGE_LIMITS", {}))
-
-
-def _limits_problems(limits: object) -> list[str]:
-    if not isinstance(limits, Mapping):
-        return [
-            f"BRIDGE_LIMITS must map base URLs to limits, got {type(limits).__name__}: "
-            f"{_HINT_LIMITS}."
-        ]
-    found = []
-    for url, value in limits.items():
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            found.append(f"BRIDGE_LIMITS key {url!r} is not a base URL: {_HINT_LIMITS}.")
-            continue
-        try:
-            limits_from_setting(value, None)
-        except (TypeError, ValueError) as exc:
-            found.append(
-                f"BRIDGE_LIMITS[{url!r}] is invalid ({exc}): pass bridge.Limits keywords "
-                "(max_in_flight, rpm, tpm, store, on_store_error) or a bridge.Limits."
-            )
-    return found
+    return found + limits_setting_problems(config.get("BRIDGE_LIMITS", {}), "BRIDGE_LIMITS")
 
 
 def read_config(config: Mapping[str, object]) -> BridgeConfig:
